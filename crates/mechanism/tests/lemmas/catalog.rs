@@ -1,0 +1,219 @@
+//! The list of properties (`math.md` §3) with their statements, sources and relative cost.
+
+/// One property of `math.md` §3.
+pub struct Prop {
+    /// Id, e.g. `M2`.
+    pub id: &'static str,
+    /// Short statement.
+    pub property: &'static str,
+    /// Where it comes from.
+    pub source: &'static str,
+    /// Cases run = max(1, base / divisor); statistical tests are expensive per case.
+    pub divisor: u32,
+}
+
+const fn p(id: &'static str, property: &'static str, source: &'static str, divisor: u32) -> Prop {
+    Prop {
+        id,
+        property,
+        source,
+        divisor,
+    }
+}
+
+/// Every property; `catalog_lists_every_property_once` checks that the ids are M1-M18 and T1-T15.
+pub const CATALOG: &[Prop] = &[
+    p(
+        "M1",
+        "allocation is a probability vector",
+        "SCS25 Eq. 8 / Alg. 2",
+        1,
+    ),
+    p(
+        "M2",
+        "DSIC: truthful reporting maximises utility",
+        "SCS25 Thm 5.1",
+        1,
+    ),
+    p(
+        "M3",
+        "zero reward => zero payment and utility",
+        "SCS25 Lemma 5.2",
+        1,
+    ),
+    p(
+        "M4",
+        "almost IR: non-negative rewards => U >= 0",
+        "SCS25 Lemma 5.3",
+        1,
+    ),
+    p(
+        "M5",
+        "U_i = tau log sum pi^-i exp(r/tau)",
+        "SCS25 Lemma 5.5",
+        1,
+    ),
+    p(
+        "M6",
+        "gradient of U_i is the allocation",
+        "SCS25 Thm 5.1 (proof)",
+        1,
+    ),
+    p("M7", "U_i is convex in r_i", "SCS25 Thm 5.1 (proof)", 1),
+    p(
+        "M8",
+        "0 <= p_i <= (pi - pi^-i).r_i",
+        "math.md 2.5 (derived)",
+        1,
+    ),
+    p(
+        "M9",
+        "min r <= U_i <= max r, U_i >= pi^-i.r_i",
+        "math.md 2.5 (derived)",
+        1,
+    ),
+    p(
+        "M10",
+        "shift invariance of allocation and payments",
+        "math.md 2.5 (derived)",
+        1,
+    ),
+    p(
+        "M11",
+        "U_i = SW(N) - SW(N\\{i})",
+        "math.md 2.5 / v5 offset",
+        1,
+    ),
+    p(
+        "M12",
+        "single advertiser competes with pi_ref",
+        "math.md 2.5 (derived)",
+        1,
+    ),
+    p("M13", "revenue >= 0", "math.md 2.5 (derived)", 1),
+    p(
+        "M14",
+        "candidate permutation equivariance",
+        "SCS25 Remark 2",
+        1,
+    ),
+    p(
+        "M15",
+        "convergence to pi_r as M grows (exact)",
+        "SCS25 Thm 4.1 / 4.3",
+        u32::MAX,
+    ),
+    p(
+        "M16",
+        "J(pi_r) = tau log E_ref exp(r/tau)",
+        "SCS25 Eq. 1-2 (derived)",
+        1,
+    ),
+    p("M17", "rewards from LLM log-probs", "SCS25 Eq. 11 / 17", 1),
+    p(
+        "M18",
+        "seeded draw is deterministic, uses pi only",
+        "math.md 3.1",
+        1,
+    ),
+    p(
+        "T1",
+        "aggregates are distributions",
+        "DMPXZ24 (math.md 1.5)",
+        1,
+    ),
+    p(
+        "T2",
+        "blog example gives (0.56, 0.44)",
+        "Google blog",
+        u32::MAX,
+    ),
+    p(
+        "T3",
+        "linear is robust (segment) monotone",
+        "math.md 1.3 (derived)",
+        1,
+    ),
+    p(
+        "T4",
+        "monotone for each rule's own KL loss",
+        "math.md 1.5 (derived)",
+        1,
+    ),
+    p(
+        "T5",
+        "two-token log-linear is robust monotone",
+        "math.md 1.3 (derived)",
+        1,
+    ),
+    p(
+        "T6",
+        "aggregates minimise the bid-weighted loss",
+        "DMPXZ24 / math.md 1.5",
+        1,
+    ),
+    p(
+        "T7",
+        "log-linear = softmax of weighted logits",
+        "math.md 1.5 (derived)",
+        1,
+    ),
+    p(
+        "T8",
+        "zero bid has no influence; all-zero errors",
+        "math.md 3.2",
+        1,
+    ),
+    p(
+        "T9",
+        "stable samplers draw from p(q,b) (2e5 seeds)",
+        "math.md 1.4 B, C",
+        100,
+    ),
+    p(
+        "T10",
+        "stability: at most one switch, toward i",
+        "DMPXZ24 s.4 / math.md 1.4",
+        4,
+    ),
+    p(
+        "T11",
+        "second price: 0 <= z <= b, z = theta",
+        "math.md 1.4 (Myerson)",
+        1,
+    ),
+    p(
+        "T12",
+        "closed-form thresholds = bisection",
+        "math.md 1.4 C",
+        1,
+    ),
+    p(
+        "T13",
+        "Myerson expected payment (4e5 seeds)",
+        "math.md 1.4 B",
+        200,
+    ),
+    p(
+        "T14",
+        "bidding one's value is optimal",
+        "math.md 1.4 (derived)",
+        4,
+    ),
+    p(
+        "T15",
+        "spend = sum of per-token payments; replay",
+        "math.md 1.4",
+        1,
+    ),
+];
+
+#[test]
+fn catalog_lists_every_property_once() {
+    let ids: Vec<&str> = CATALOG.iter().map(|p| p.id).collect();
+    let expected: Vec<String> = (1..=18)
+        .map(|k| format!("M{k}"))
+        .chain((1..=15).map(|k| format!("T{k}")))
+        .collect();
+    assert_eq!(ids, expected);
+}
