@@ -1,0 +1,462 @@
+//! A small GGUF (v3 by default) writer, used by tests to build tiny model
+//! files.
+//!
+//! Metadata is written in insertion order, tensors in the order they were
+//! added. The data section starts at the first multiple of the alignment
+//! after the tensor infos; every tensor starts at an aligned offset, and no
+//! padding follows the last tensor. The alignment is 32 unless a valid
+//! `general.alignment` (`u32`, non-zero power of two) was added with
+//! [`GgufWriter::add_meta`].
+
+use std::io::Write;
+use std::path::Path;
+
+use super::dequant;
+use super::{ALIGNMENT_KEY, DEFAULT_ALIGNMENT, GGUF_MAGIC, GgmlType, GgufError, MetaValue};
+
+/// Builder for GGUF files held in memory.
+#[derive(Debug, Clone)]
+pub struct GgufWriter {
+    version: u32,
+    metadata: Vec<(String, MetaValue)>,
+    tensors: Vec<PendingTensor>,
+}
+
+#[derive(Debug, Clone)]
+struct PendingTensor {
+    name: String,
+    /// GGUF `ne` order (fastest-varying first).
+    dims: Vec<u64>,
+    ggml_type: GgmlType,
+    data: Vec<u8>,
+}
+
+impl Default for GgufWriter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl GgufWriter {
+    /// A writer for GGUF version 3 with no metadata and no tensors.
+    pub fn new() -> Self {
+        GgufWriter {
+            version: 3,
+            metadata: Vec::new(),
+            tensors: Vec::new(),
+        }
+    }
+
+    /// Sets the version number written in the header. Versions 2 and 3 share
+    /// the layout this writer produces (u64 counts); any other value is
+    /// written verbatim, which lets tests build files a reader must reject.
+    pub fn with_version(mut self, v: u32) -> Self {
+        self.version = v;
+        self
+    }
+
+    /// Adds (or replaces) a metadata entry.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `value` contains an array whose elements do not all have the
+    /// same type, which GGUF cannot represent; use
+    /// [`GgufWriter::try_add_meta`] to get an error instead.
+    pub fn add_meta(&mut self, key: &str, value: MetaValue) {
+        if let Err(e) = self.try_add_meta(key, value) {
+            panic!("GgufWriter::add_meta: {e}");
+        }
+    }
+
+    /// Adds (or replaces) a metadata entry, failing with
+    /// [`GgufError::Invalid`] if `value` contains a heterogeneous array.
+    pub fn try_add_meta(&mut self, key: &str, value: MetaValue) -> Result<(), GgufError> {
+        check_homogeneous(key, &value)?;
+        match self.metadata.iter_mut().find(|(k, _)| k == key) {
+            Some((_, v)) => *v = value,
+            None => self.metadata.push((key.to_string(), value)),
+        }
+        Ok(())
+    }
+
+    /// Adds a tensor given as row-major f32 data with HF shape (e.g.
+    /// `[rows, cols]`); it is stored with `ne` = shape reversed and encoded
+    /// as `ty` (F32, F16, BF16, Q8_0, Q4_0 or Q4_1).
+    ///
+    /// Errors with [`GgufError::Invalid`] if the shape has 0 or more than 4
+    /// dimensions, does not match `data.len()`, the row length (last shape
+    /// entry) is not a multiple of the block size, or the name is already
+    /// used; with [`GgufError::UnsupportedTensorType`] for other types.
+    pub fn add_tensor(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        data: &[f32],
+        ty: GgmlType,
+    ) -> Result<(), GgufError> {
+        let ty = GgmlType::from_id(ty.id());
+        let dims: Vec<u64> = shape.iter().rev().map(|&d| d as u64).collect();
+        let n = shape
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+            .ok_or_else(|| invalid(format!("tensor '{name}': shape {shape:?} overflows")))?;
+        if n != data.len() {
+            return Err(invalid(format!(
+                "tensor '{name}': shape {shape:?} needs {n} values, got {}",
+                data.len()
+            )));
+        }
+        let bytes = match ty {
+            GgmlType::F32 => data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            GgmlType::F16 => dequant::encode_f16(data),
+            GgmlType::BF16 => dequant::encode_bf16(data),
+            GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1 => {
+                self.check_dims(name, &dims, ty)?;
+                match ty {
+                    GgmlType::Q8_0 => dequant::quantize_q8_0(data)?,
+                    GgmlType::Q4_0 => dequant::quantize_q4_0(data)?,
+                    _ => dequant::quantize_q4_1(data)?,
+                }
+            }
+            GgmlType::Other(id) => {
+                return Err(GgufError::UnsupportedTensorType {
+                    name: name.to_string(),
+                    ggml_type: id,
+                    type_name: ty.name(),
+                });
+            }
+        };
+        self.add_raw_tensor(name, &dims, ty, bytes)
+    }
+
+    /// Adds a tensor from already-encoded bytes of any ggml type, with `dims`
+    /// in GGUF `ne` order (fastest-varying first). For types with a known
+    /// layout the byte length and row length are checked; for unknown types
+    /// the bytes are written as given.
+    pub fn add_raw_tensor(
+        &mut self,
+        name: &str,
+        dims: &[u64],
+        ty: GgmlType,
+        data: Vec<u8>,
+    ) -> Result<(), GgufError> {
+        let ty = GgmlType::from_id(ty.id());
+        self.check_dims(name, dims, ty)?;
+        if self.tensors.iter().any(|t| t.name == name) {
+            return Err(invalid(format!("duplicate tensor name '{name}'")));
+        }
+        if ty.block_size().is_some() {
+            let n = dims
+                .iter()
+                .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+                .ok_or_else(|| invalid(format!("tensor '{name}': dims {dims:?} overflow")))?;
+            let expected = ty.bytes_for(n);
+            if expected != Some(data.len() as u64) {
+                return Err(invalid(format!(
+                    "tensor '{name}': {n} elements of type {ty} need {expected:?} bytes, got {}",
+                    data.len()
+                )));
+            }
+        }
+        self.tensors.push(PendingTensor {
+            name: name.to_string(),
+            dims: dims.to_vec(),
+            ggml_type: ty,
+            data,
+        });
+        Ok(())
+    }
+
+    fn check_dims(&self, name: &str, dims: &[u64], ty: GgmlType) -> Result<(), GgufError> {
+        if dims.is_empty() || dims.len() > 4 {
+            return Err(invalid(format!(
+                "tensor '{name}' has {} dimensions (must be 1..=4)",
+                dims.len()
+            )));
+        }
+        if let (Some(bs), Some(&row)) = (ty.block_size(), dims.first())
+            && !row.is_multiple_of(bs as u64)
+        {
+            return Err(invalid(format!(
+                "tensor '{name}': row length {row} is not a multiple of the {ty} block size {bs}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The alignment the file will use.
+    fn alignment(&self) -> u64 {
+        self.metadata
+            .iter()
+            .find(|(k, _)| k == ALIGNMENT_KEY)
+            .and_then(|(_, v)| match v {
+                MetaValue::U32(a) if a.is_power_of_two() => Some(u64::from(*a)),
+                _ => None,
+            })
+            .unwrap_or(DEFAULT_ALIGNMENT)
+    }
+
+    /// Serialises the file.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let alignment = self.alignment();
+        let mut out = Vec::new();
+        out.extend_from_slice(&GGUF_MAGIC);
+        out.extend_from_slice(&self.version.to_le_bytes());
+        put_u64(&mut out, self.tensors.len() as u64);
+        put_u64(&mut out, self.metadata.len() as u64);
+        for (key, value) in &self.metadata {
+            put_str(&mut out, key);
+            out.extend_from_slice(&value.type_id().to_le_bytes());
+            put_value(&mut out, value);
+        }
+        let mut offset = 0u64;
+        let mut offsets = Vec::with_capacity(self.tensors.len());
+        for t in &self.tensors {
+            offset = offset.next_multiple_of(alignment);
+            offsets.push(offset);
+            put_str(&mut out, &t.name);
+            out.extend_from_slice(&(t.dims.len() as u32).to_le_bytes());
+            for &d in &t.dims {
+                put_u64(&mut out, d);
+            }
+            out.extend_from_slice(&t.ggml_type.id().to_le_bytes());
+            put_u64(&mut out, offset);
+            offset += t.data.len() as u64;
+        }
+        let data_start = (out.len() as u64).next_multiple_of(alignment);
+        pad_to(&mut out, data_start);
+        for (t, off) in self.tensors.iter().zip(offsets) {
+            pad_to(&mut out, data_start + off);
+            out.extend_from_slice(&t.data);
+        }
+        out
+    }
+
+    /// Writes the file atomically: to a temporary file in the same directory
+    /// which is then renamed over `path`.
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => std::path::PathBuf::from("."),
+        };
+        let file_name = path.file_name().ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{} has no file name", path.display()),
+            )
+        })?;
+        let mut tmp_name = std::ffi::OsString::from(".");
+        tmp_name.push(file_name);
+        tmp_name.push(format!(".tmp{}", std::process::id()));
+        let tmp = dir.join(tmp_name);
+        let result = (|| {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&self.to_bytes())?;
+            f.sync_all()?;
+            drop(f);
+            std::fs::rename(&tmp, path)
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result
+    }
+}
+
+fn invalid(what: String) -> GgufError {
+    GgufError::Invalid { what }
+}
+
+fn check_homogeneous(key: &str, value: &MetaValue) -> Result<(), GgufError> {
+    if let MetaValue::Array(items) = value {
+        if let Some(first) = items.first() {
+            let ty = first.type_id();
+            if let Some(bad) = items.iter().find(|v| v.type_id() != ty) {
+                return Err(invalid(format!(
+                    "metadata key '{key}': array mixes {} and {} elements",
+                    first.type_name(),
+                    bad.type_name()
+                )));
+            }
+        }
+        for item in items {
+            check_homogeneous(key, item)?;
+        }
+    }
+    Ok(())
+}
+
+fn pad_to(out: &mut Vec<u8>, len: u64) {
+    let len = usize::try_from(len).unwrap_or(usize::MAX);
+    if out.len() < len {
+        out.resize(len, 0);
+    }
+}
+
+fn put_u64(out: &mut Vec<u8>, v: u64) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    put_u64(out, s.len() as u64);
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn put_value(out: &mut Vec<u8>, value: &MetaValue) {
+    match value {
+        MetaValue::U8(v) => out.push(*v),
+        MetaValue::I8(v) => out.extend_from_slice(&v.to_le_bytes()),
+        MetaValue::U16(v) => out.extend_from_slice(&v.to_le_bytes()),
+        MetaValue::I16(v) => out.extend_from_slice(&v.to_le_bytes()),
+        MetaValue::U32(v) => out.extend_from_slice(&v.to_le_bytes()),
+        MetaValue::I32(v) => out.extend_from_slice(&v.to_le_bytes()),
+        MetaValue::F32(v) => out.extend_from_slice(&v.to_le_bytes()),
+        MetaValue::Bool(v) => out.push(u8::from(*v)),
+        MetaValue::String(s) => put_str(out, s),
+        MetaValue::Array(items) => {
+            // Empty arrays carry no element type information; u8 is used.
+            let elem_type = items.first().map_or(0, MetaValue::type_id);
+            out.extend_from_slice(&elem_type.to_le_bytes());
+            put_u64(out, items.len() as u64);
+            for item in items {
+                put_value(out, item);
+            }
+        }
+        MetaValue::U64(v) => out.extend_from_slice(&v.to_le_bytes()),
+        MetaValue::I64(v) => out.extend_from_slice(&v.to_le_bytes()),
+        MetaValue::F64(v) => out.extend_from_slice(&v.to_le_bytes()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::GgufFile;
+    use super::*;
+
+    #[test]
+    fn atomic_write_then_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tiny.gguf");
+        let mut w = GgufWriter::new();
+        w.add_meta("general.name", MetaValue::String("tiny".into()));
+        w.add_tensor("w", &[2, 32], &[0.25; 64], GgmlType::Q4_1)
+            .unwrap();
+        w.write(&path).unwrap();
+        // overwrite in place works too
+        w.add_meta("general.name", MetaValue::String("tiny2".into()));
+        w.write(&path).unwrap();
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["tiny.gguf"], "no temporary file left behind");
+        let f = GgufFile::open(&path).unwrap();
+        assert_eq!(f.get_str("general.name").unwrap(), "tiny2");
+        assert_eq!(f.metadata().len(), 1);
+        assert_eq!(f.tensor_f32("w").unwrap(), [0.25; 64]);
+        assert_eq!(std::fs::read(&path).unwrap(), w.to_bytes());
+
+        let bad = dir.path().join("no/such/dir/x.gguf");
+        assert!(w.write(&bad).is_err());
+    }
+
+    #[test]
+    fn layout_has_no_trailing_padding() {
+        let mut w = GgufWriter::new();
+        w.add_tensor("a", &[3], &[1.0, 2.0, 3.0], GgmlType::F32)
+            .unwrap();
+        w.add_tensor("b", &[32], &[1.0; 32], GgmlType::Q4_0)
+            .unwrap();
+        let bytes = w.to_bytes();
+        let len = bytes.len() as u64;
+        let f = GgufFile::from_bytes(bytes).unwrap();
+        let b = f.tensor_info("b").unwrap();
+        assert_eq!(b.offset, 32);
+        assert_eq!(len, f.data_offset() + 32 + 18);
+        // no tensors: the file still ends on an aligned boundary
+        assert_eq!(GgufWriter::new().to_bytes().len() % 32, 0);
+    }
+
+    #[test]
+    fn add_tensor_validates_input() {
+        let mut w = GgufWriter::new();
+        let invalid = |r: Result<(), GgufError>| matches!(r, Err(GgufError::Invalid { .. }));
+        assert!(invalid(w.add_tensor(
+            "a",
+            &[2, 3],
+            &[0.0; 5],
+            GgmlType::F32
+        )));
+        assert!(invalid(w.add_tensor("a", &[], &[], GgmlType::F32)));
+        assert!(invalid(w.add_tensor(
+            "a",
+            &[1, 1, 1, 1, 1],
+            &[0.0],
+            GgmlType::F32
+        )));
+        assert!(invalid(w.add_tensor(
+            "a",
+            &[2, 16],
+            &[0.0; 32],
+            GgmlType::Q8_0
+        )));
+        assert!(invalid(w.add_tensor(
+            "a",
+            &[usize::MAX, 2],
+            &[],
+            GgmlType::F32
+        )));
+        assert!(matches!(
+            w.add_tensor("a", &[256], &[0.0; 256], GgmlType::from_id(12)),
+            Err(GgufError::UnsupportedTensorType { ggml_type: 12, .. })
+        ));
+        w.add_tensor("a", &[1], &[0.0], GgmlType::F32).unwrap();
+        assert!(invalid(w.add_tensor("a", &[1], &[0.0], GgmlType::F32)));
+        assert!(invalid(w.add_raw_tensor(
+            "r",
+            &[256],
+            GgmlType::from_id(12),
+            vec![0; 143]
+        )));
+        w.add_raw_tensor("r", &[256], GgmlType::from_id(12), vec![0; 144])
+            .unwrap();
+        w.add_raw_tensor("u", &[5], GgmlType::from_id(77), vec![1; 3])
+            .unwrap();
+    }
+
+    #[test]
+    fn metadata_replace_and_homogeneity() {
+        let mut w = GgufWriter::new();
+        w.add_meta("k", MetaValue::U8(1));
+        w.add_meta("k", MetaValue::I64(-2));
+        let mixed = MetaValue::Array(vec![MetaValue::U8(1), MetaValue::I8(1)]);
+        assert!(matches!(
+            w.try_add_meta("mixed", mixed),
+            Err(GgufError::Invalid { .. })
+        ));
+        let nested_mixed = MetaValue::Array(vec![MetaValue::Array(vec![
+            MetaValue::Bool(true),
+            MetaValue::F32(1.0),
+        ])]);
+        assert!(w.try_add_meta("nested", nested_mixed).is_err());
+        // inner arrays may differ from each other
+        let ok = MetaValue::Array(vec![
+            MetaValue::Array(vec![MetaValue::U8(1)]),
+            MetaValue::Array(vec![MetaValue::String("x".into())]),
+        ]);
+        w.try_add_meta("nested_ok", ok.clone()).unwrap();
+        let f = GgufFile::from_bytes(w.to_bytes()).unwrap();
+        assert_eq!(f.metadata().len(), 2);
+        assert_eq!(f.metadata().get("k"), Some(&MetaValue::I64(-2)));
+        assert_eq!(f.metadata().get("nested_ok"), Some(&ok));
+    }
+
+    #[test]
+    #[should_panic(expected = "array mixes")]
+    fn add_meta_panics_on_heterogeneous_array() {
+        GgufWriter::new().add_meta(
+            "bad",
+            MetaValue::Array(vec![MetaValue::U8(1), MetaValue::U16(1)]),
+        );
+    }
+}

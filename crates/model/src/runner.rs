@@ -1,0 +1,436 @@
+//! Batched teacher-forced scoring and sampling on a [`Llama`], one group of requests at a time.
+//!
+//! This is the crate's standalone execution path (and the "one request at a time" reference the
+//! engine's scheduler is tested against): each request gets a contiguous run of KV blocks, prompts
+//! are prefilled in packed chunks of at most `token_budget` tokens, and generation then decodes all
+//! unfinished sequences together, one token each per forward pass. Sampling runs on the host with a
+//! seeded ChaCha8 stream per request, so a request's tokens do not depend on what it is batched with.
+
+use crate::backend::KvBackend;
+use crate::batch::ForwardBatch;
+use crate::error::{ModelError, Result};
+use crate::llama::Llama;
+use crate::sampling::{SamplingParams, log_sum_exp, sample};
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Int, Tensor, TensorData};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+/// Limits of one forward pass and of one group of requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunnerConfig {
+    /// Most tokens packed into one forward pass.
+    pub token_budget: usize,
+    /// Most sequences in one group.
+    pub max_batch: usize,
+    /// Tokens per KV block.
+    pub block_size: usize,
+    /// Most KV slots allocated for one group.
+    pub max_slots: usize,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        Self {
+            token_budget: 512,
+            max_batch: 32,
+            block_size: 16,
+            max_slots: 32_768,
+        }
+    }
+}
+
+/// Score `continuation` after `prompt` (token ids, tokenized separately and concatenated).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScoreRequest {
+    /// Context tokens (at least one).
+    pub prompt: Vec<u32>,
+    /// Tokens whose log-probabilities are wanted.
+    pub continuation: Vec<u32>,
+    /// Also return the `top_k` most likely next tokens after the prompt.
+    pub top_k: usize,
+}
+
+/// Log-probabilities of a scored continuation.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ScoreResult {
+    /// `log p(continuation[i] | prompt, continuation[..i])`.
+    pub token_logprobs: Vec<f32>,
+    /// Their sum, in `f64`.
+    pub total_logprob: f64,
+    /// The `top_k` most likely tokens after the prompt with their log-probabilities.
+    pub top: Vec<(u32, f32)>,
+}
+
+/// Sample up to `max_new_tokens` after `prompt`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerateRequest {
+    /// Context tokens (at least one).
+    pub prompt: Vec<u32>,
+    /// Sampling parameters.
+    pub params: SamplingParams,
+    /// Most tokens to generate.
+    pub max_new_tokens: usize,
+    /// Generation stops after any of these tokens (which is kept in the output).
+    pub stop: Vec<u32>,
+    /// Seed of this request's random stream.
+    pub seed: u64,
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// A stop token was produced.
+    Stop,
+    /// `max_new_tokens` were produced.
+    Length,
+}
+
+/// A generated continuation.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Generation {
+    /// The new tokens (a final stop token included).
+    pub tokens: Vec<u32>,
+    /// `log π(token)` under the raw model for each token.
+    pub logprobs_raw: Vec<f64>,
+    /// `log q(token)` under the proposal it was sampled from.
+    pub logprobs_proposal: Vec<f64>,
+    /// Why it ended.
+    pub finish: FinishReason,
+}
+
+/// A sequence being run: its tokens so far, its contiguous KV blocks, and how far it is computed.
+struct Seq {
+    tokens: Vec<u32>,
+    first_block: u32,
+    computed: usize,
+}
+
+/// Packs the next prefill chunks of `seqs` (up to `budget` tokens) into a batch; `want(s, pos)` says
+/// whether the logits of position `pos` of sequence `s` are needed. Returns the batch and, per logits
+/// row, `(sequence, position)`.
+fn pack(
+    seqs: &mut [Seq],
+    active: &[usize],
+    budget: usize,
+    block_size: usize,
+    want: &dyn Fn(usize, usize) -> bool,
+) -> (ForwardBatch, Vec<(usize, usize)>) {
+    let mut b = ForwardBatch {
+        block_size,
+        seq_starts: vec![0],
+        ..Default::default()
+    };
+    let mut rows = Vec::new();
+    let mut left = budget;
+    for &s in active {
+        let seq = &mut seqs[s];
+        let todo = seq.tokens.len() - seq.computed;
+        if todo == 0 || left == 0 {
+            continue;
+        }
+        let take = todo.min(left);
+        left -= take;
+        for p in seq.computed..seq.computed + take {
+            if want(s, p) {
+                rows.push((s, p));
+                b.logits_rows.push(b.tokens.len());
+            }
+            b.tokens.push(seq.tokens[p]);
+            b.positions.push(p as u32);
+        }
+        let blocks = (seq.computed + take).div_ceil(block_size);
+        b.block_tables
+            .push((0..blocks as u32).map(|k| seq.first_block + k).collect());
+        b.seq_starts.push(b.tokens.len());
+        seq.computed += take;
+    }
+    (b, rows)
+}
+
+fn check_request<B: KvBackend>(model: &Llama<B>, prompt: &[u32], extra: usize) -> Result<()> {
+    let cfg = model.config();
+    if prompt.is_empty() {
+        return Err(ModelError::param(
+            "prompt",
+            "must contain at least one token",
+        ));
+    }
+    if let Some(&t) = prompt.iter().find(|&&t| t as usize >= cfg.vocab_size) {
+        return Err(ModelError::UnknownToken {
+            id: t,
+            vocab: cfg.vocab_size,
+        });
+    }
+    if prompt.len() + extra > cfg.max_position {
+        return Err(ModelError::PromptTooLong {
+            len: prompt.len(),
+            extra,
+            max: cfg.max_position,
+        });
+    }
+    Ok(())
+}
+
+/// Splits request indices into groups that respect `max_batch` and `max_slots`.
+fn groups(lens: &[usize], cfg: &RunnerConfig) -> Result<Vec<Vec<usize>>> {
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    let mut slots = 0;
+    for (i, &len) in lens.iter().enumerate() {
+        let need = len.div_ceil(cfg.block_size) * cfg.block_size;
+        if need > cfg.max_slots {
+            return Err(ModelError::KvCapacity {
+                needed: need,
+                available: cfg.max_slots,
+            });
+        }
+        match out.last_mut() {
+            Some(g) if g.len() < cfg.max_batch && slots + need <= cfg.max_slots => {
+                g.push(i);
+                slots += need;
+            }
+            _ => {
+                out.push(vec![i]);
+                slots = need;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Lays out contiguous blocks for sequences of the given total lengths; returns them and the slots.
+fn layout(totals: &[usize], block_size: usize, tokens: Vec<Vec<u32>>) -> (Vec<Seq>, usize) {
+    let mut next = 0u32;
+    let seqs = totals
+        .iter()
+        .zip(tokens)
+        .map(|(&t, tokens)| {
+            let first_block = next;
+            next += t.div_ceil(block_size) as u32;
+            Seq {
+                tokens,
+                first_block,
+                computed: 0,
+            }
+        })
+        .collect();
+    (seqs, next as usize * block_size)
+}
+
+/// Row-wise `log_softmax(logits)[targets]` on the device; returns host values.
+fn gather_logprobs<B: KvBackend>(logits: Tensor<B, 2>, targets: &[u32]) -> Result<Vec<f32>> {
+    let device = logits.device();
+    let idx: Vec<i64> = targets.iter().map(|&t| t as i64).collect();
+    let idx = Tensor::<B, 2, Int>::from_data(TensorData::new(idx, [targets.len(), 1]), &device);
+    let lp = log_softmax(logits, 1).gather(1, idx);
+    lp.into_data()
+        .to_vec::<f32>()
+        .map_err(|e| ModelError::Backend(format!("{e:?}")))
+}
+
+/// Host copy of a `[rows, vocab]` logits tensor.
+pub fn logits_to_host<B: KvBackend>(logits: Tensor<B, 2>) -> Result<Vec<f32>> {
+    logits
+        .into_data()
+        .to_vec::<f32>()
+        .map_err(|e| ModelError::Backend(format!("{e:?}")))
+}
+
+/// The `k` largest entries of a logits row as `(token, log-probability)`, most likely first.
+pub fn top_logprobs(row: &[f32], k: usize) -> Vec<(u32, f32)> {
+    let lse = log_sum_exp(row);
+    let mut idx: Vec<usize> = (0..row.len()).collect();
+    let k = k.min(row.len());
+    if k == 0 {
+        return vec![];
+    }
+    let cmp = |a: &usize, b: &usize| row[*b].total_cmp(&row[*a]).then(a.cmp(b));
+    if k < idx.len() {
+        idx.select_nth_unstable_by(k - 1, cmp);
+        idx.truncate(k);
+    }
+    idx.sort_unstable_by(cmp);
+    idx.into_iter()
+        .map(|t| (t as u32, (row[t] as f64 - lse) as f32))
+        .collect()
+}
+
+/// Teacher-forced log-probabilities of each request's continuation, batched.
+///
+/// # Errors
+/// [`ModelError::Parameter`] for an empty prompt, [`ModelError::UnknownToken`],
+/// [`ModelError::PromptTooLong`], [`ModelError::KvCapacity`], or forward errors.
+pub fn score<B: KvBackend>(
+    model: &Llama<B>,
+    reqs: &[ScoreRequest],
+    cfg: &RunnerConfig,
+) -> Result<Vec<ScoreResult>> {
+    for r in reqs {
+        check_request(model, &r.prompt, r.continuation.len())?;
+        check_request(model, &r.continuation, 0).or_else(|e| match e {
+            ModelError::Parameter { .. } => Ok(()),
+            e => Err(e),
+        })?;
+    }
+    let lens: Vec<usize> = reqs
+        .iter()
+        .map(|r| r.prompt.len() + r.continuation.len())
+        .collect();
+    let mut results: Vec<Option<ScoreResult>> = vec![None; reqs.len()];
+    for group in groups(&lens, cfg)? {
+        let totals: Vec<usize> = group.iter().map(|&i| lens[i]).collect();
+        let tokens = group
+            .iter()
+            .map(|&i| [reqs[i].prompt.clone(), reqs[i].continuation.clone()].concat())
+            .collect();
+        let (mut seqs, slots) = layout(&totals, cfg.block_size, tokens);
+        let mut cache = model.new_cache(slots.max(cfg.block_size))?;
+        let mut lps: Vec<Vec<f32>> = group
+            .iter()
+            .map(|&i| vec![0.0; reqs[i].continuation.len()])
+            .collect();
+        let mut tops: Vec<Vec<(u32, f32)>> = vec![vec![]; group.len()];
+        let active: Vec<usize> = (0..group.len()).collect();
+        let want = |s: usize, p: usize| {
+            let r = &reqs[group[s]];
+            p + 1 >= r.prompt.len() && p + 1 < r.prompt.len() + r.continuation.len()
+                || (r.top_k > 0 && p + 1 == r.prompt.len())
+        };
+        while seqs.iter().any(|s| s.computed < s.tokens.len()) {
+            let (batch, rows) = pack(&mut seqs, &active, cfg.token_budget, cfg.block_size, &want);
+            let logits = model.forward(&batch, &mut cache)?;
+            // Rows predicting a continuation token: gather their log-probabilities on the device.
+            let targets: Vec<u32> = rows
+                .iter()
+                .map(|&(s, p)| seqs[s].tokens.get(p + 1).copied().unwrap_or(0))
+                .collect();
+            let needs_top: Vec<usize> = rows
+                .iter()
+                .enumerate()
+                .filter(|&(_, &(s, p))| {
+                    reqs[group[s]].top_k > 0 && p + 1 == reqs[group[s]].prompt.len()
+                })
+                .map(|(k, _)| k)
+                .collect();
+            if !needs_top.is_empty() {
+                let idx: Vec<i64> = needs_top.iter().map(|&k| k as i64).collect();
+                let n = idx.len();
+                let sel = logits.clone().select(
+                    0,
+                    Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [n]), model.device()),
+                );
+                let host = logits_to_host(sel)?;
+                let v = model.config().vocab_size;
+                for (j, &k) in needs_top.iter().enumerate() {
+                    let s = rows[k].0;
+                    tops[s] = top_logprobs(&host[j * v..(j + 1) * v], reqs[group[s]].top_k);
+                }
+            }
+            let lp = gather_logprobs(logits, &targets)?;
+            for (k, &(s, p)) in rows.iter().enumerate() {
+                let r = &reqs[group[s]];
+                if p + 1 >= r.prompt.len() && p + 1 < r.prompt.len() + r.continuation.len() {
+                    lps[s][p + 1 - r.prompt.len()] = lp[k];
+                }
+            }
+        }
+        for (s, &i) in group.iter().enumerate() {
+            let token_logprobs = std::mem::take(&mut lps[s]);
+            let total_logprob = token_logprobs.iter().map(|&x| x as f64).sum();
+            results[i] = Some(ScoreResult {
+                token_logprobs,
+                total_logprob,
+                top: std::mem::take(&mut tops[s]),
+            });
+        }
+    }
+    Ok(results
+        .into_iter()
+        .map(|r| {
+            r.unwrap_or(ScoreResult {
+                token_logprobs: vec![],
+                total_logprob: 0.0,
+                top: vec![],
+            })
+        })
+        .collect())
+}
+
+/// Samples each request's continuation, batched. `on_token` is called after every decoding step
+/// with the number of tokens generated so far (for progress bars).
+///
+/// # Errors
+/// As [`score`], and [`ModelError::Parameter`] for invalid sampling parameters.
+pub fn generate<B: KvBackend>(
+    model: &Llama<B>,
+    reqs: &[GenerateRequest],
+    cfg: &RunnerConfig,
+    on_token: &mut dyn FnMut(usize),
+) -> Result<Vec<Generation>> {
+    for r in reqs {
+        r.params.validate()?;
+        check_request(model, &r.prompt, r.max_new_tokens)?;
+    }
+    let vocab = model.config().vocab_size;
+    let lens: Vec<usize> = reqs
+        .iter()
+        .map(|r| r.prompt.len() + r.max_new_tokens)
+        .collect();
+    let mut out: Vec<Option<Generation>> = vec![None; reqs.len()];
+    let mut produced = 0usize;
+    for group in groups(&lens, cfg)? {
+        let totals: Vec<usize> = group.iter().map(|&i| lens[i]).collect();
+        let tokens = group.iter().map(|&i| reqs[i].prompt.clone()).collect();
+        let (mut seqs, slots) = layout(&totals, cfg.block_size, tokens);
+        let mut cache = model.new_cache(slots.max(cfg.block_size))?;
+        let mut rngs: Vec<ChaCha8Rng> = group
+            .iter()
+            .map(|&i| ChaCha8Rng::seed_from_u64(reqs[i].seed))
+            .collect();
+        let mut gens: Vec<Generation> = group
+            .iter()
+            .map(|_| Generation {
+                tokens: vec![],
+                logprobs_raw: vec![],
+                logprobs_proposal: vec![],
+                finish: FinishReason::Length,
+            })
+            .collect();
+        let mut done: Vec<bool> = group.iter().map(|&i| reqs[i].max_new_tokens == 0).collect();
+        loop {
+            let active: Vec<usize> = (0..group.len()).filter(|&s| !done[s]).collect();
+            if active.is_empty() {
+                break;
+            }
+            // A sequence needs the logits of its last token, once its prompt is fully computed.
+            let lens_now: Vec<usize> = seqs.iter().map(|s| s.tokens.len()).collect();
+            let want = |s: usize, p: usize| p + 1 == lens_now[s];
+            let (batch, rows) = pack(&mut seqs, &active, cfg.token_budget, cfg.block_size, &want);
+            let logits = logits_to_host(model.forward(&batch, &mut cache)?)?;
+            for (k, &(s, _)) in rows.iter().enumerate() {
+                let r = &reqs[group[s]];
+                let pick = sample(&logits[k * vocab..(k + 1) * vocab], &r.params, &mut rngs[s])?;
+                let g = &mut gens[s];
+                g.tokens.push(pick.token);
+                g.logprobs_raw.push(pick.logprob_raw);
+                g.logprobs_proposal.push(pick.logprob_proposal);
+                if r.stop.contains(&pick.token) {
+                    g.finish = FinishReason::Stop;
+                    done[s] = true;
+                } else if g.tokens.len() >= r.max_new_tokens {
+                    done[s] = true;
+                } else {
+                    seqs[s].tokens.push(pick.token);
+                }
+                produced += 1;
+            }
+            on_token(produced);
+        }
+        for (s, &i) in group.iter().enumerate() {
+            out[i] = Some(gens[s].clone());
+        }
+    }
+    Ok(out.into_iter().flatten().collect())
+}
