@@ -1,17 +1,24 @@
-//! `llm-auction`: the command-line front end. It owns user interaction (parsing, printing, exit codes);
-//! the libraries return typed errors. Every failure is printed as one line on stderr and exits with
-//! status 1 (2 for command-line usage errors, as clap does).
+//! `llm-auction`: the command-line front end. It owns user interaction (parsing, progress bars,
+//! printing, exit codes); the libraries return typed errors and log with `tracing` (`RUST_LOG`).
+//! Every failure is printed as one line on stderr and exits with status 1 (2 for usage errors, as
+//! clap does).
 
+mod bench;
+mod common;
 mod mechanism;
+mod model_cmd;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 /// Auctions over what an LLM writes: the token auction (Duetting et al.) and MOSAIC (Soumalias,
-/// Curry, Seuken).
+/// Curry, Seuken), on a Llama model in burn.
 #[derive(Debug, Parser)]
 #[command(name = "llm-auction", version, about)]
 struct Cli {
+    /// No progress bars.
+    #[arg(long, global = true)]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -21,12 +28,40 @@ enum Command {
     /// The mechanisms as JSON filters: one JSON object on stdin (or --input), one on stdout.
     #[command(subcommand)]
     Mechanism(mechanism::MechanismCommand),
+    /// Token ids of a text.
+    Tokenize(model_cmd::TokenizeArgs),
+    /// Log-probabilities of a continuation after a prompt.
+    Score(model_cmd::ScoreArgs),
+    /// Sample a continuation.
+    Generate(model_cmd::GenerateArgs),
+    /// Manage the default model.
+    #[command(subcommand)]
+    Model(model_cmd::ModelCommand),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Tokens per second of the forward pass (prefill and decode).
+    Model(bench::BenchModelArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("RUST_LOG"))
+        .with_writer(std::io::stderr)
+        .init();
+    let quiet = cli.quiet;
     let result = match cli.command {
         Command::Mechanism(cmd) => mechanism::run(cmd),
+        Command::Tokenize(args) => model_cmd::tokenize(args, quiet),
+        Command::Score(args) => model_cmd::score_cmd(args, quiet),
+        Command::Generate(args) => model_cmd::generate_cmd(args, quiet),
+        Command::Model(model_cmd::ModelCommand::Fetch) => model_cmd::fetch(),
+        Command::Bench(BenchCommand::Model(args)) => bench::bench_model(args, quiet),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -30,6 +30,12 @@ pub type NdArrayBackend = burn_ndarray::NdArray<f32>;
 #[cfg(feature = "cuda")]
 pub type CudaBackend = burn_cuda::Cuda<f32, i32>;
 
+/// CUDA device `index` (call [`probe_cuda`] first: burn panics on a machine without a driver).
+#[cfg(feature = "cuda")]
+pub fn cuda_device(index: usize) -> burn::tensor::Device<CudaBackend> {
+    burn_cuda::CudaDevice::new(index)
+}
+
 /// The device of the CPU backend.
 pub fn cpu_device() -> burn::tensor::Device<CpuBackend> {
     Default::default()

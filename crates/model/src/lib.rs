@@ -24,6 +24,8 @@ pub mod model;
 pub mod rope;
 pub mod runner;
 pub mod sampling;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod tokenizer;
 pub mod weights;
 

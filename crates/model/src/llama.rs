@@ -1,12 +1,16 @@
-//! The Llama decoder, generic over burn's [`Backend`]: token embedding, `N` blocks of
-//! (RMSNorm → grouped-query attention over the KV cache → residual, RMSNorm → SwiGLU → residual),
-//! a final RMSNorm and the LM head (tied to the embedding when the checkpoint has none).
+//! The Llama decoder, generic over burn's [`Backend`](burn::tensor::backend::Backend): token
+//! embedding, `N` blocks of (RMSNorm → grouped-query attention over the KV cache → residual,
+//! RMSNorm → SwiGLU → residual), a final RMSNorm and the LM head (tied to the embedding when the
+//! checkpoint has none).
 //!
-//! Layout choices (see `docs/performance.md`): linear weights are stored transposed, `[in, out]`,
-//! with q/k/v fused into one `[d, q + 2·kv]` matrix and gate/up into one `[d, 2·ffn]` matrix, so a
-//! block runs four GEMMs on the packed `[N, d]` activations. Attention pads the batch to
-//! `[S, Tq]` queries against `[S, Tk]` gathered context rows and folds the query heads of each KV
-//! group into the row dimension (`[S, kv_heads, Tq·rep, head_dim]`), so K/V are never repeated.
+//! Layout choices (measured on the CPU backends, see `docs/performance.md`): linear weights keep
+//! the checkpoint's `[out, in]` layout. With many rows (prefill) a projection is `x · Wᵀ` on a
+//! transposed view; with few rows (decoding) it is `(W · xᵀ)ᵀ`, which streams the weights about 1.3×
+//! faster through the GEMM kernel, at the price of two tiny transposes. The LM head is the `[vocab, d]`
+//! matrix itself (no second copy of the tied embedding). Attention pads the batch to `[S, Tq]` queries against `[S, Tk]` gathered context rows and
+//! folds the query heads of each KV group into the row dimension (`[S, kv_heads, Tq·rep, head_dim]`),
+//! so K/V are never repeated; the causal/padding bias is built at the full score shape, because
+//! broadcasting element-wise ops take a slow path on the CPU backends.
 
 use crate::backend::KvBackend;
 use crate::batch::{ForwardBatch, Plan};
@@ -18,18 +22,17 @@ use crate::weights::{HostTensor, WeightSource, layer_name};
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::{Int, Tensor, TensorData};
 
-/// One decoder block's weights.
+/// One decoder block's weights; every matrix is `[out, in]`.
 #[derive(Debug, Clone)]
 struct Block<B: KvBackend> {
     attn_norm: Tensor<B, 1>,
-    /// `[d, q + 2·kv]`.
-    wqkv: Tensor<B, 2>,
-    /// `[q, d]`.
+    wq: Tensor<B, 2>,
+    wk: Tensor<B, 2>,
+    wv: Tensor<B, 2>,
     wo: Tensor<B, 2>,
     mlp_norm: Tensor<B, 1>,
-    /// `[d, 2·ffn]`: gate columns then up columns.
-    w_gate_up: Tensor<B, 2>,
-    /// `[ffn, d]`.
+    w_gate: Tensor<B, 2>,
+    w_up: Tensor<B, 2>,
     w_down: Tensor<B, 2>,
 }
 
@@ -41,9 +44,9 @@ pub struct Llama<B: KvBackend> {
     embed: Tensor<B, 2>,
     blocks: Vec<Block<B>>,
     norm: Tensor<B, 1>,
-    /// `[d, vocab]`.
+    /// `[vocab, d]` (the embedding itself when tied).
     lm_head: Tensor<B, 2>,
-    rope: Rope<B>,
+    rope: Rope,
     device: B::Device,
 }
 
@@ -61,27 +64,19 @@ fn expect_shape(name: &str, t: &HostTensor, expected: &[usize]) -> Result<()> {
     Ok(())
 }
 
-/// `[rows, cols]` row-major → `[cols, rows]` row-major.
-fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0.0; data.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            out[c * rows + r] = data[r * cols + c];
-        }
-    }
-    out
-}
+/// Up to this many rows, projections use the `(W · xᵀ)ᵀ` form (see the module docs).
+const SMALL_BATCH_ROWS: usize = 64;
 
-/// Concatenates `[d, a_k]` row-major matrices along columns.
-fn hcat(parts: &[(&[f32], usize)], d: usize) -> Vec<f32> {
-    let width: usize = parts.iter().map(|p| p.1).sum();
-    let mut out = Vec::with_capacity(d * width);
-    for r in 0..d {
-        for (data, w) in parts {
-            out.extend_from_slice(&data[r * w..(r + 1) * w]);
-        }
+/// `x · Wᵀ` for `x` `[n, in]` and `W` `[out, in]`: `[n, out]`, contiguous.
+fn linear<B: KvBackend>(x: Tensor<B, 2>, w: &Tensor<B, 2>) -> Tensor<B, 2> {
+    let [n, inp] = x.dims();
+    if n <= SMALL_BATCH_ROWS {
+        let [out, _] = w.dims();
+        let xt = x.transpose().reshape([inp, n]);
+        w.clone().matmul(xt).transpose().reshape([n, out])
+    } else {
+        x.matmul(w.clone().transpose())
     }
-    out
 }
 
 impl<B: KvBackend> Llama<B> {
@@ -105,8 +100,7 @@ impl<B: KvBackend> Llama<B> {
             cfg.intermediate_size,
             cfg.vocab_size,
         );
-        let per_layer = 9;
-        let total = 2 + per_layer * cfg.num_layers + usize::from(src.contains("lm_head.weight"));
+        let total = 2 + 9 * cfg.num_layers + usize::from(src.contains("lm_head.weight"));
         let mut done = 0usize;
         let mut get = |name: String, shape: &[usize]| -> Result<HostTensor> {
             progress(&name, done, total);
@@ -118,45 +112,35 @@ impl<B: KvBackend> Llama<B> {
         let t2 = |data: Vec<f32>, shape: [usize; 2]| {
             Tensor::<B, 2>::from_data(TensorData::new(data, shape), device)
         };
+        let lin = |t: HostTensor| t2(t.data, [t.shape[0], t.shape[1]]);
         let t1 = |data: Vec<f32>| {
             let n = data.len();
             Tensor::<B, 1>::from_data(TensorData::new(data, [n]), device)
         };
 
-        let embed_host = get("model.embed_tokens.weight".into(), &[vocab, d])?;
+        let embed = t2(
+            get("model.embed_tokens.weight".into(), &[vocab, d])?.data,
+            [vocab, d],
+        );
         let mut blocks = Vec::with_capacity(cfg.num_layers);
         for i in 0..cfg.num_layers {
-            let attn_norm = get(layer_name(i, "input_layernorm.weight"), &[d])?;
-            let wq = get(layer_name(i, "self_attn.q_proj.weight"), &[q, d])?;
-            let wk = get(layer_name(i, "self_attn.k_proj.weight"), &[kv, d])?;
-            let wv = get(layer_name(i, "self_attn.v_proj.weight"), &[kv, d])?;
-            let wo = get(layer_name(i, "self_attn.o_proj.weight"), &[d, q])?;
-            let mlp_norm = get(layer_name(i, "post_attention_layernorm.weight"), &[d])?;
-            let wg = get(layer_name(i, "mlp.gate_proj.weight"), &[ffn, d])?;
-            let wu = get(layer_name(i, "mlp.up_proj.weight"), &[ffn, d])?;
-            let wd = get(layer_name(i, "mlp.down_proj.weight"), &[d, ffn])?;
-            let (qt, kt, vt) = (
-                transpose(&wq.data, q, d),
-                transpose(&wk.data, kv, d),
-                transpose(&wv.data, kv, d),
-            );
-            let wqkv = hcat(&[(&qt, q), (&kt, kv), (&vt, kv)], d);
-            let (gt, ut) = (transpose(&wg.data, ffn, d), transpose(&wu.data, ffn, d));
-            let w_gate_up = hcat(&[(&gt, ffn), (&ut, ffn)], d);
             blocks.push(Block {
-                attn_norm: t1(attn_norm.data),
-                wqkv: t2(wqkv, [d, q + 2 * kv]),
-                wo: t2(transpose(&wo.data, d, q), [q, d]),
-                mlp_norm: t1(mlp_norm.data),
-                w_gate_up: t2(w_gate_up, [d, 2 * ffn]),
-                w_down: t2(transpose(&wd.data, d, ffn), [ffn, d]),
+                attn_norm: t1(get(layer_name(i, "input_layernorm.weight"), &[d])?.data),
+                wq: lin(get(layer_name(i, "self_attn.q_proj.weight"), &[q, d])?),
+                wk: lin(get(layer_name(i, "self_attn.k_proj.weight"), &[kv, d])?),
+                wv: lin(get(layer_name(i, "self_attn.v_proj.weight"), &[kv, d])?),
+                wo: lin(get(layer_name(i, "self_attn.o_proj.weight"), &[d, q])?),
+                mlp_norm: t1(get(layer_name(i, "post_attention_layernorm.weight"), &[d])?.data),
+                w_gate: lin(get(layer_name(i, "mlp.gate_proj.weight"), &[ffn, d])?),
+                w_up: lin(get(layer_name(i, "mlp.up_proj.weight"), &[ffn, d])?),
+                w_down: lin(get(layer_name(i, "mlp.down_proj.weight"), &[d, ffn])?),
             });
         }
-        let norm = get("model.norm.weight".into(), &[d])?;
-        let head = if src.contains("lm_head.weight") {
-            get("lm_head.weight".into(), &[vocab, d])?
+        let norm = t1(get("model.norm.weight".into(), &[d])?.data);
+        let lm_head = if src.contains("lm_head.weight") {
+            t2(get("lm_head.weight".into(), &[vocab, d])?.data, [vocab, d])
         } else if cfg.tie_word_embeddings {
-            embed_host.clone()
+            embed.clone()
         } else {
             return Err(ModelError::MissingTensor {
                 name: "lm_head.weight".into(),
@@ -164,11 +148,11 @@ impl<B: KvBackend> Llama<B> {
         };
         progress("done", total, total);
         Ok(Self {
-            rope: Rope::new(&cfg, device),
-            embed: t2(embed_host.data, [vocab, d]),
+            rope: Rope::new(&cfg),
+            embed,
             blocks,
-            norm: t1(norm.data),
-            lm_head: t2(transpose(&head.data, vocab, d), [d, vocab]),
+            norm,
+            lm_head,
             device: device.clone(),
             cfg,
         })
@@ -192,8 +176,9 @@ impl<B: KvBackend> Llama<B> {
         KvCache::new(&self.cfg, num_slots, &self.device)
     }
 
-    fn rms_norm<const D: usize>(&self, x: Tensor<B, D>, w: &Tensor<B, 1>) -> Tensor<B, D> {
-        let inv = (x.clone().square().mean_dim(D - 1) + self.cfg.rms_norm_eps as f64)
+    /// RMSNorm over the last dimension: `x / sqrt(mean(x²) + ε) · w`.
+    fn rms_norm(&self, x: Tensor<B, 2>, w: &Tensor<B, 1>) -> Tensor<B, 2> {
+        let inv = (x.clone().square().mean_dim(1) + self.cfg.rms_norm_eps as f64)
             .sqrt()
             .recip();
         x * inv * w.clone().unsqueeze()
@@ -220,46 +205,40 @@ impl<B: KvBackend> Llama<B> {
             ));
         }
         let n = batch.tokens.len();
+        let (q, kv, hd) = (cfg.q_dim(), cfg.kv_dim(), cfg.head_dim);
         let ids = self.int1(batch.tokens.iter().map(|&t| t as i64).collect());
         let mut x = self.embed.clone().select(0, ids); // [N, d]
-        let rope = self
+        let rope_q = self
             .rope
-            .rows(self.int1(batch.positions.iter().map(|&p| p as i64).collect()));
+            .rows::<B>(&batch.positions, cfg.num_heads, &self.device);
+        let rope_k = self
+            .rope
+            .rows::<B>(&batch.positions, cfg.num_kv_heads, &self.device);
         let att = AttentionInputs::new(self, &plan);
         for (l, block) in self.blocks.iter().enumerate() {
             let h = self.rms_norm(x.clone(), &block.attn_norm);
-            let qkv = h.matmul(block.wqkv.clone()); // [N, q + 2kv]
-            let (q, kv) = (cfg.q_dim(), cfg.kv_dim());
-            let hq = qkv
-                .clone()
-                .narrow(1, 0, q)
-                .reshape([n, cfg.num_heads, cfg.head_dim]);
-            let hk = qkv
-                .clone()
-                .narrow(1, q, kv)
-                .reshape([n, cfg.num_kv_heads, cfg.head_dim]);
-            let hv = qkv.narrow(1, q + kv, kv);
-            let hq = rope.apply(hq).reshape([n, q]);
-            let hk = rope.apply(hk).reshape([n, kv]);
+            let hq = linear(h.clone(), &block.wq).reshape([n, cfg.num_heads, hd]);
+            let hk = linear(h.clone(), &block.wk).reshape([n, cfg.num_kv_heads, hd]);
+            let hv = linear(h, &block.wv);
+            let hq = rope_q.apply(hq).reshape([n, q]);
+            let hk = rope_k.apply(hk).reshape([n, kv]);
             let keys = std::mem::replace(&mut cache.keys[l], Tensor::empty([0, 0], &self.device));
             cache.keys[l] = B::write_rows(keys, &plan.slot_mapping, hk)?;
             let values =
                 std::mem::replace(&mut cache.values[l], Tensor::empty([0, 0], &self.device));
             cache.values[l] = B::write_rows(values, &plan.slot_mapping, hv)?;
             let o = att.attend(hq, &cache.keys[l], &cache.values[l]); // [N, q]
-            x = x + o.matmul(block.wo.clone());
+            x = x + linear(o, &block.wo);
             let h = self.rms_norm(x.clone(), &block.mlp_norm);
-            let gu = h.matmul(block.w_gate_up.clone()); // [N, 2 ffn]
-            let ffn = cfg.intermediate_size;
-            let m = silu(gu.clone().narrow(1, 0, ffn)) * gu.narrow(1, ffn, ffn);
-            x = x + m.matmul(block.w_down.clone());
+            let m = silu(linear(h.clone(), &block.w_gate)) * linear(h, &block.w_up);
+            x = x + linear(m, &block.w_down);
         }
-        let rows = self.int1(batch.logits_rows.iter().map(|&r| r as i64).collect());
         if batch.logits_rows.is_empty() {
             return Ok(Tensor::empty([0, cfg.vocab_size], &self.device));
         }
+        let rows = self.int1(batch.logits_rows.iter().map(|&r| r as i64).collect());
         let last = self.rms_norm(x.select(0, rows), &self.norm);
-        Ok(last.matmul(self.lm_head.clone()))
+        Ok(linear(last, &self.lm_head))
     }
 }
 
@@ -270,24 +249,30 @@ struct AttentionInputs<'a, B: KvBackend> {
     pad: Option<Tensor<B, 1, Int>>,
     unpad: Option<Tensor<B, 1, Int>>,
     gather: Tensor<B, 1, Int>,
-    /// `[S, 1, Tq·rep, Tk]`.
+    /// `[S, kv_heads, Tq·rep, Tk]`.
     bias: Tensor<B, 4>,
 }
 
 impl<'a, B: KvBackend> AttentionInputs<'a, B> {
     fn new(model: &'a Llama<B>, plan: &'a Plan) -> Self {
-        let rep = model.cfg.num_heads / model.cfg.num_kv_heads;
+        let kvh = model.cfg.num_kv_heads;
+        let rep = model.cfg.num_heads / kvh;
         let (s, tq, tk) = (plan.num_seqs, plan.tq, plan.tk);
+        // The plan's bias is [S, Tq·rep, Tk]; repeat it over the KV heads at full shape.
+        let per_seq = tq * rep * tk;
+        let mut bias = Vec::with_capacity(s * kvh * per_seq);
+        for chunk in plan.bias.chunks(per_seq) {
+            for _ in 0..kvh {
+                bias.extend_from_slice(chunk);
+            }
+        }
         Self {
             model,
             plan,
             pad: plan.pad.clone().map(|v| model.int1(v)),
             unpad: plan.unpad.clone().map(|v| model.int1(v)),
             gather: model.int1(plan.kv_gather.clone()),
-            bias: Tensor::from_data(
-                TensorData::new(plan.bias.clone(), [s, 1, tq * rep, tk]),
-                &model.device,
-            ),
+            bias: Tensor::from_data(TensorData::new(bias, [s, kvh, tq * rep, tk]), &model.device),
         }
     }
 
@@ -304,26 +289,32 @@ impl<'a, B: KvBackend> AttentionInputs<'a, B> {
         };
         let scale = 1.0 / (hd as f64).sqrt();
         // [S·Tq, H·hd] -> [S, Tq, kvh, rep, hd] -> [S, kvh, Tq, rep, hd] -> [S, kvh, Tq·rep, hd]
-        let q = (q * scale)
-            .reshape([s, tq, kvh, rep, hd])
-            .permute([0, 2, 1, 3, 4])
-            .reshape([s, kvh, tq * rep, hd]);
-        let k = keys
-            .clone()
-            .select(0, self.gather.clone())
-            .reshape([s, tk, kvh, hd])
-            .permute([0, 2, 3, 1]); // [S, kvh, hd, Tk]
-        let v = values
-            .clone()
-            .select(0, self.gather.clone())
-            .reshape([s, tk, kvh, hd])
-            .swap_dims(1, 2); // [S, kvh, Tk, hd]
+        // (with Tq = 1, as in decoding, the permutation moves a unit dimension: a plain reshape).
+        let q = q * scale;
+        let q = if tq == 1 {
+            q.reshape([s, kvh, rep, hd])
+        } else {
+            q.reshape([s, tq, kvh, rep, hd])
+                .permute([0, 2, 1, 3, 4])
+                .reshape([s, kvh, tq * rep, hd])
+        };
+        let gathered = |store: &Tensor<B, 2>| {
+            store
+                .clone()
+                .select(0, self.gather.clone())
+                .reshape([s, tk, kvh, hd])
+        };
+        let k = gathered(keys).permute([0, 2, 3, 1]); // [S, kvh, hd, Tk]
+        let v = gathered(values).swap_dims(1, 2); // [S, kvh, Tk, hd]
         let scores = q.matmul(k) + self.bias.clone(); // [S, kvh, Tq·rep, Tk]
         let out = softmax(scores, 3).matmul(v); // [S, kvh, Tq·rep, hd]
-        let out = out
-            .reshape([s, kvh, tq, rep, hd])
-            .permute([0, 2, 1, 3, 4])
-            .reshape([s * tq, kvh * rep * hd]);
+        let out = if tq == 1 {
+            out.reshape([s, kvh * rep * hd])
+        } else {
+            out.reshape([s, kvh, tq, rep, hd])
+                .permute([0, 2, 1, 3, 4])
+                .reshape([s * tq, kvh * rep * hd])
+        };
         match &self.unpad {
             Some(unpad) => out.select(0, unpad.clone()),
             None => out,

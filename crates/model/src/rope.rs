@@ -2,24 +2,31 @@
 //! angle `p · θ^{-2i/d}` is `(x[i], x[i + d/2])`, and every token carries its own position, so one
 //! batch can mix sequences at different offsets (burn's built-in `RotaryEncoding` rotates interleaved
 //! pairs and takes one start offset per batch, which fits neither HF weights nor continuous batching).
+//!
+//! Implementation: `rope(x) = x ⊙ C + (x · P) ⊙ S`, where `P` is the signed permutation
+//! `rotate_half` as a `[d, d]` matrix (one small GEMM) and `C`, `S` are the cosines and sines of every
+//! token's angles laid out at the full `[tokens, heads, d]` shape, built on the host once per forward
+//! pass and shared by all layers. Full-shape tables keep every element-wise op on contiguous,
+//! non-broadcast operands, which is the fast path of the CPU backends.
 
 use crate::config::LlamaConfig;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 
-/// Precomputed `cos` and `sin` tables, `[max_position, head_dim / 2]`.
+/// Host tables of `cos` and `sin`, `[max_position, head_dim / 2]`.
 #[derive(Debug, Clone)]
-pub struct Rope<B: Backend> {
-    cos: Tensor<B, 2>,
-    sin: Tensor<B, 2>,
-    half: usize,
+pub struct Rope {
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    head_dim: usize,
 }
 
-/// `cos`/`sin` rows gathered for the tokens of one forward pass, `[n_tokens, 1, head_dim / 2]`.
+/// Per-pass RoPE operands for one head count: `C`, `S` (`[n, heads, d]`) and `P` (`[d, d]`).
 #[derive(Debug, Clone)]
 pub struct RopeRows<B: Backend> {
     cos: Tensor<B, 3>,
     sin: Tensor<B, 3>,
+    rot: Tensor<B, 2>,
 }
 
 /// The inverse frequencies `θ^{-2i/d}`, computed in `f32` as Hugging Face does
@@ -46,45 +53,67 @@ pub fn tables(theta: f32, head_dim: usize, positions: usize) -> (Vec<f32>, Vec<f
     (cos, sin)
 }
 
-impl<B: Backend> Rope<B> {
+/// `rotate_half` as a matrix: `(x · P)[j] = -x[j + d/2]` for `j < d/2`, `x[j - d/2]` otherwise.
+pub fn rotate_half_matrix(d: usize) -> Vec<f32> {
+    let h = d / 2;
+    let mut p = vec![0.0f32; d * d];
+    for j in 0..h {
+        p[(j + h) * d + j] = -1.0;
+        p[j * d + j + h] = 1.0;
+    }
+    p
+}
+
+impl Rope {
     /// Tables for positions `0..max_position` of `cfg`.
-    pub fn new(cfg: &LlamaConfig, device: &B::Device) -> Self {
-        let half = cfg.head_dim / 2;
+    pub fn new(cfg: &LlamaConfig) -> Self {
         let (cos, sin) = tables(cfg.rope_theta, cfg.head_dim, cfg.max_position);
-        let cos = Tensor::from_data(TensorData::new(cos, [cfg.max_position, half]), device);
-        let sin = Tensor::from_data(TensorData::new(sin, [cfg.max_position, half]), device);
-        Self { cos, sin, half }
+        Self {
+            cos,
+            sin,
+            head_dim: cfg.head_dim,
+        }
     }
 
-    /// Gathers the table rows of the given per-token positions (`[n]`, all `< max_position`).
-    pub fn rows(&self, positions: Tensor<B, 1, Int>) -> RopeRows<B> {
-        let [n] = positions.dims();
+    /// The operands for tokens at `positions` (all `< max_position`) and `heads` heads.
+    pub fn rows<B: Backend>(
+        &self,
+        positions: &[u32],
+        heads: usize,
+        device: &B::Device,
+    ) -> RopeRows<B> {
+        let (d, h) = (self.head_dim, self.head_dim / 2);
+        let n = positions.len();
+        let mut c = Vec::with_capacity(n * heads * d);
+        let mut s = Vec::with_capacity(n * heads * d);
+        for &p in positions {
+            let row = p as usize * h;
+            let (cr, sr) = (&self.cos[row..row + h], &self.sin[row..row + h]);
+            for _ in 0..heads {
+                c.extend_from_slice(cr);
+                c.extend_from_slice(cr);
+                s.extend_from_slice(sr);
+                s.extend_from_slice(sr);
+            }
+        }
         RopeRows {
-            cos: self
-                .cos
-                .clone()
-                .select(0, positions.clone())
-                .reshape([n, 1, self.half]),
-            sin: self
-                .sin
-                .clone()
-                .select(0, positions)
-                .reshape([n, 1, self.half]),
+            cos: Tensor::from_data(TensorData::new(c, [n, heads, d]), device),
+            sin: Tensor::from_data(TensorData::new(s, [n, heads, d]), device),
+            rot: Tensor::from_data(TensorData::new(rotate_half_matrix(d), [d, d]), device),
         }
     }
 }
 
 impl<B: Backend> RopeRows<B> {
-    /// Rotates `x` (`[n_tokens, heads, head_dim]`):
-    /// `(x1, x2) ↦ (x1 cos − x2 sin, x2 cos + x1 sin)` with `x1 = x[.., :d/2]`, `x2 = x[.., d/2:]`.
+    /// Rotates `x` (`[n_tokens, heads, head_dim]`, the shape the rows were built for).
     pub fn apply(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let [_, _, d] = x.dims();
-        let half = d / 2;
-        let x1 = x.clone().narrow(2, 0, half);
-        let x2 = x.narrow(2, half, half);
-        let a = x1.clone() * self.cos.clone() - x2.clone() * self.sin.clone();
-        let b = x2 * self.cos.clone() + x1 * self.sin.clone();
-        Tensor::cat(vec![a, b], 2)
+        let [n, heads, d] = x.dims();
+        let rotated = x
+            .clone()
+            .reshape([n * heads, d])
+            .matmul(self.rot.clone())
+            .reshape([n, heads, d]);
+        x * self.cos.clone() + rotated * self.sin.clone()
     }
 }
 
@@ -125,19 +154,20 @@ mod tests {
             eos_token_ids: vec![],
         };
         let device = cpu_device();
-        let rope = Rope::<CpuBackend>::new(&cfg, &device);
+        let rope = Rope::new(&cfg);
         let x: Vec<f32> = (0..3 * 2 * 4).map(|k| (k as f32 * 0.37).sin()).collect();
-        let positions = [0usize, 17, 5];
-        let pos = Tensor::<CpuBackend, 1, Int>::from_data(
-            TensorData::new(positions.iter().map(|&p| p as i64).collect::<Vec<_>>(), [3]),
-            &device,
-        );
+        let positions = [0u32, 17, 5];
         let xt = Tensor::<CpuBackend, 3>::from_data(TensorData::new(x.clone(), [3, 2, 4]), &device);
-        let out: Vec<f32> = rope.rows(pos).apply(xt).into_data().to_vec().unwrap();
+        let out: Vec<f32> = rope
+            .rows::<CpuBackend>(&positions, 2, &device)
+            .apply(xt)
+            .into_data()
+            .to_vec()
+            .unwrap();
         for (t, &p) in positions.iter().enumerate() {
             for h in 0..2 {
                 let off = (t * 2 + h) * 4;
-                let r = reference(&x[off..off + 4], p, cfg.rope_theta);
+                let r = reference(&x[off..off + 4], p as usize, cfg.rope_theta);
                 for k in 0..4 {
                     assert!((out[off + k] - r[k]).abs() < 1e-6);
                 }

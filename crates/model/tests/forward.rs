@@ -2,12 +2,11 @@
 //! independent `f64` reference, cached decoding equal to full recomputation, a mixed-length packed
 //! batch equal to each sequence alone, and batch validation.
 
-mod common;
-
-use common::*;
 use llm_auction_model::batch::ForwardBatch;
+use llm_auction_model::for_each_backend;
 use llm_auction_model::llama::Llama;
 use llm_auction_model::runner::logits_to_host;
+use llm_auction_model::testing::*;
 
 /// A batch of one sequence's tokens at positions `start..`, with the given blocks and logits rows.
 fn single(

@@ -1,15 +1,16 @@
-//! Tiny random Llama models written by the tests themselves (safetensors + config.json + tokenizer,
-//! and GGUF with quantised tensors), a plain-Rust `f64` reference forward pass, and a per-backend
-//! test macro.
-#![allow(dead_code)]
+//! Test fixtures (feature `testing`): tiny random Llama models written by the tests themselves
+//! (a Hugging Face folder with safetensors, config.json, tokenizer.json and a chat template; a GGUF
+//! file with Q8_0/Q4_0/Q4_1/F32 tensors and the tokenizer in its metadata), a plain-Rust `f64`
+//! reference forward pass, and a macro that instantiates a test module per compiled CPU backend.
+//! Fixtures panic on I/O failure, as test fixtures do.
 
-use llm_auction_model::config::LlamaConfig;
-use llm_auction_model::gguf::dequant::{dequantize, quantize_q4_0, quantize_q4_1, quantize_q8_0};
-use llm_auction_model::gguf::writer::GgufWriter;
-use llm_auction_model::gguf::{GgmlType, MetaValue, permute_rope_rows};
-use llm_auction_model::tokenizer::{GgufTokenizerSpec, TextTokenizer, byte_level_alphabet};
-use llm_auction_model::weights::{HostTensor, WeightSource, layer_name};
-use llm_auction_model::{ModelError, Result};
+use crate::config::LlamaConfig;
+use crate::gguf::dequant::{dequantize, quantize_q4_0, quantize_q4_1, quantize_q8_0};
+use crate::gguf::writer::GgufWriter;
+use crate::gguf::{GgmlType, MetaValue, permute_rope_rows};
+use crate::tokenizer::{GgufTokenizerSpec, TextTokenizer, byte_level_alphabet};
+use crate::weights::{HostTensor, WeightSource, layer_name};
+use crate::{ModelError, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
@@ -181,6 +182,7 @@ pub fn tiny_tokenizer_spec() -> GgufTokenizerSpec {
     }
 }
 
+/// A ChatML template without a default system prompt.
 pub const CHAT_TEMPLATE: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
 
 fn config_json(cfg: &LlamaConfig) -> String {
@@ -206,8 +208,11 @@ fn config_json(cfg: &LlamaConfig) -> String {
 /// Element type of a safetensors file written by [`write_hf_folder`].
 #[derive(Clone, Copy)]
 pub enum StDtype {
+    /// 32-bit floats.
     F32,
+    /// IEEE half precision.
     F16,
+    /// bfloat16.
     BF16,
 }
 
@@ -535,7 +540,9 @@ pub fn max_diff(a: &[f32], b: &[f64]) -> f64 {
         .fold(0.0, f64::max)
 }
 
-/// Instantiates a test module once per compiled CPU backend: inside, `B` is the backend.
+/// Instantiates a test module once per compiled CPU backend (`flex`, `ndarray`): inside, `B` is the
+/// backend. The `cfg(feature = ...)` checks are evaluated in the calling crate, which must forward
+/// features of the same names.
 #[macro_export]
 macro_rules! for_each_backend {
     ($($body:tt)*) => {
@@ -543,14 +550,14 @@ macro_rules! for_each_backend {
         mod flex {
             #[allow(unused_imports)]
             use super::*;
-            type B = llm_auction_model::backend::FlexBackend;
+            type B = $crate::backend::FlexBackend;
             $($body)*
         }
         #[cfg(feature = "ndarray")]
         mod ndarray {
             #[allow(unused_imports)]
             use super::*;
-            type B = llm_auction_model::backend::NdArrayBackend;
+            type B = $crate::backend::NdArrayBackend;
             $($body)*
         }
     };

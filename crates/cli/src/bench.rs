@@ -1,0 +1,196 @@
+//! `llm-auction bench model`: tokens per second of the forward pass on the chosen model and device,
+//! for the workloads of `docs/performance.md`: prefill of one 512-token prompt, prefill of 16
+//! prompts of 128 tokens in one packed pass, and decoding with batch 1 and batch 16 (after 128-token
+//! prompts). Each figure is the median over repeats; the machine's thread count is printed with it.
+
+use crate::common::{ModelArgs, OnBackend, load_model, on_device};
+use anyhow::Result;
+use clap::Args;
+use llm_auction_model::Llama;
+use llm_auction_model::backend::KvBackend;
+use llm_auction_model::batch::ForwardBatch;
+use llm_auction_model::runner::logits_to_host;
+use serde::Serialize;
+use std::time::Instant;
+
+/// `llm-auction bench model`.
+#[derive(Debug, Args)]
+pub struct BenchModelArgs {
+    /// Repeats per workload (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    /// Decoding steps timed per decode workload.
+    #[arg(long, default_value_t = 32)]
+    decode_steps: usize,
+    /// Run only the workloads whose name contains this string (e.g. "decode").
+    #[arg(long, value_name = "TEXT")]
+    only: Option<String>,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+/// One measured workload.
+#[derive(Debug, Serialize)]
+pub struct Measurement {
+    /// Workload name.
+    pub workload: String,
+    /// Tokens processed per timed unit.
+    pub tokens: usize,
+    /// Median seconds per timed unit.
+    pub median_seconds: f64,
+    /// `tokens / median_seconds`.
+    pub tokens_per_second: f64,
+}
+
+/// Deterministic, text-like token ids (avoid the 17 control tokens).
+fn ids(n: usize, seed: usize, vocab: usize) -> Vec<u32> {
+    (0..n)
+        .map(|k| (17 + (k * 7919 + seed * 104_729) % (vocab.min(20_000) - 17)) as u32)
+        .collect()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Packed prefill of `seqs` prompts of `len` tokens each into a fresh cache; returns the cache,
+/// the block tables and the elapsed seconds (the logits of each last row are read back).
+fn prefill<B: KvBackend>(
+    llama: &Llama<B>,
+    seqs: usize,
+    len: usize,
+    extra: usize,
+) -> Result<(llm_auction_model::kv::KvCache<B>, Vec<Vec<u32>>, f64)> {
+    let bs = 16;
+    let per = (len + extra).div_ceil(bs);
+    let mut cache = llama.new_cache(seqs * per * bs)?;
+    let vocab = llama.config().vocab_size;
+    let mut b = ForwardBatch {
+        block_size: bs,
+        seq_starts: vec![0],
+        ..Default::default()
+    };
+    for s in 0..seqs {
+        b.tokens.extend(ids(len, s, vocab));
+        b.positions.extend(0..len as u32);
+        b.seq_starts.push(b.tokens.len());
+        b.block_tables
+            .push((0..per as u32).map(|k| s as u32 * per as u32 + k).collect());
+        b.logits_rows.push(b.tokens.len() - 1);
+    }
+    let start = Instant::now();
+    logits_to_host(llama.forward(&b, &mut cache)?)?;
+    let secs = start.elapsed().as_secs_f64();
+    Ok((cache, b.block_tables, secs))
+}
+
+fn decode<B: KvBackend>(
+    llama: &Llama<B>,
+    batch: usize,
+    prompt: usize,
+    steps: usize,
+) -> Result<Vec<f64>> {
+    let (mut cache, tables, _) = prefill(llama, batch, prompt, steps)?;
+    let vocab = llama.config().vocab_size;
+    let mut times = Vec::with_capacity(steps);
+    for step in 0..steps {
+        let pos = (prompt + step) as u32;
+        let b = ForwardBatch {
+            tokens: (0..batch).map(|s| ids(1, s + step, vocab)[0]).collect(),
+            positions: vec![pos; batch],
+            seq_starts: (0..=batch).collect(),
+            block_size: 16,
+            block_tables: tables.clone(),
+            logits_rows: (0..batch).collect(),
+        };
+        let start = Instant::now();
+        logits_to_host(llama.forward(&b, &mut cache)?)?;
+        times.push(start.elapsed().as_secs_f64());
+    }
+    Ok(times)
+}
+
+/// Runs the four workloads on a loaded network.
+///
+/// # Errors
+/// Forward errors.
+pub fn run_workloads<B: KvBackend>(
+    llama: &Llama<B>,
+    repeats: usize,
+    steps: usize,
+    only: Option<&str>,
+) -> Result<Vec<Measurement>> {
+    let repeats = repeats.max(1);
+    let steps = steps.max(2);
+    let m = |workload: &str, tokens: usize, secs: f64| Measurement {
+        workload: workload.to_string(),
+        tokens,
+        median_seconds: secs,
+        tokens_per_second: tokens as f64 / secs,
+    };
+    prefill(llama, 1, 64, 0)?; // warm-up
+    let selected = |name: &str| only.is_none_or(|o| name.contains(o));
+    let mut out = Vec::new();
+    for (name, seqs, len) in [("prefill 1x512", 1, 512), ("prefill 16x128", 16, 128)] {
+        if selected(name) {
+            let t: Vec<f64> = (0..repeats)
+                .map(|_| prefill(llama, seqs, len, 0).map(|r| r.2))
+                .collect::<Result<_>>()?;
+            out.push(m(name, seqs * len, median(t)));
+        }
+    }
+    for (name, batch) in [("decode batch 1", 1), ("decode batch 16", 16)] {
+        if selected(name) {
+            out.push(m(name, batch, median(decode(llama, batch, 128, steps)?)));
+        }
+    }
+    Ok(out)
+}
+
+/// Runs `bench model`.
+pub fn bench_model(args: BenchModelArgs, quiet: bool) -> Result<()> {
+    struct Cmd(BenchModelArgs, bool);
+    impl OnBackend for Cmd {
+        type Output = ();
+        fn run<B: KvBackend>(self, device: &B::Device) -> Result<()> {
+            let Cmd(args, quiet) = self;
+            let model = load_model::<B>(&args.model, device, quiet)?;
+            let threads = std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1);
+            let backend = B::name(device);
+            let results = run_workloads(
+                &model.llama,
+                args.repeats,
+                args.decode_steps,
+                args.only.as_deref(),
+            )?;
+            if args.json {
+                let v = serde_json::json!({ "backend": backend, "threads": threads, "model": model.path(), "results": results });
+                println!("{v}");
+            } else {
+                println!(
+                    "model {} on {backend} ({threads} threads)",
+                    model.path().display()
+                );
+                println!(
+                    "{:<18} {:>8} {:>12} {:>10}",
+                    "workload", "tokens", "median s", "tok/s"
+                );
+                for r in &results {
+                    println!(
+                        "{:<18} {:>8} {:>12.4} {:>10.1}",
+                        r.workload, r.tokens, r.median_seconds, r.tokens_per_second
+                    );
+                }
+            }
+            Ok(())
+        }
+    }
+    let device = args.model.device;
+    on_device(device, Cmd(args, quiet))
+}

