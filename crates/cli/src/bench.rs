@@ -194,3 +194,112 @@ pub fn bench_model(args: BenchModelArgs, quiet: bool) -> Result<()> {
     let device = args.model.device;
     on_device(device, Cmd(args, quiet))
 }
+
+/// `llm-auction bench engine`.
+#[derive(Debug, Args)]
+pub struct BenchEngineArgs {
+    /// Candidates M.
+    #[arg(short = 'M', long = "m", default_value_t = 16)]
+    m: usize,
+    /// Tokens per candidate.
+    #[arg(long, default_value_t = 64)]
+    max_new_tokens: usize,
+    /// Seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    engine: crate::auction_cmd::EngineArgs,
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+/// Runs `bench engine`: the same MOSAIC auction through the scheduler and naively.
+pub fn bench_engine(args: BenchEngineArgs, quiet: bool) -> Result<()> {
+    struct Cmd(BenchEngineArgs, bool);
+    impl OnBackend for Cmd {
+        type Output = ();
+        fn run<B: KvBackend>(self, device: &B::Device) -> Result<()> {
+            use llm_auction_engine::mosaic::{
+                Advertiser, Execution, MosaicConfig, run_mosaic_with,
+            };
+            let Cmd(a, quiet) = self;
+            let model = load_model::<B>(&a.model, device, quiet)?;
+            let query = "How do I bake cookies?";
+            let ads = vec![
+                Advertiser::parse("EasyBake: producing baking ingredients")?,
+                Advertiser::parse("KitchenFix: producing kitchen appliances")?,
+            ];
+            let cfg = MosaicConfig {
+                m: a.m,
+                max_new_tokens: a.max_new_tokens,
+                seed: a.seed,
+                ..MosaicConfig::default()
+            };
+            let run = |exec: Execution| -> Result<(f64, llm_auction_engine::mosaic::MosaicReport)> {
+                let start = Instant::now();
+                let r = run_mosaic_with(&model, query, &ads, &cfg, exec, &mut |_, _, _| {})?;
+                Ok((start.elapsed().as_secs_f64(), r))
+            };
+            let (t_sched, sched) = run(Execution::Scheduled(a.engine.config()))?;
+            let (t_naive, naive) = run(Execution::Naive)?;
+            let same = sched
+                .candidates
+                .iter()
+                .zip(&naive.candidates)
+                .filter(|(x, y)| x.tokens == y.tokens)
+                .count();
+            let max_dp = sched
+                .results
+                .iter()
+                .zip(&naive.results)
+                .map(|(x, y)| (x.payment - y.payment).abs())
+                .fold(0.0, f64::max);
+            let generated = sched.timings.generated_tokens;
+            if a.json {
+                let v = serde_json::json!({
+                    "m": a.m, "max_new_tokens": a.max_new_tokens, "scheduled_seconds": t_sched, "naive_seconds": t_naive,
+                    "speedup": t_naive / t_sched, "generated_tokens": generated,
+                    "scheduled": sched.timings, "naive": naive.timings, "engine": sched.engine,
+                    "identical_candidates": same, "max_payment_difference": max_dp,
+                });
+                println!("{v}");
+            } else {
+                println!(
+                    "MOSAIC auction, M = {}, 2 advertisers, up to {} new tokens ({} generated)",
+                    a.m, a.max_new_tokens, generated
+                );
+                println!(
+                    "{:<12} {:>10} {:>16} {:>16}",
+                    "execution", "seconds", "generation tok/s", "scoring tok/s"
+                );
+                for (name, t, r) in [("scheduled", t_sched, &sched), ("naive", t_naive, &naive)] {
+                    println!(
+                        "{:<12} {:>10.2} {:>16.1} {:>16.1}",
+                        name,
+                        t,
+                        r.timings.generation_tokens_per_second,
+                        r.timings.scoring_tokens_per_second
+                    );
+                }
+                println!("speedup: {:.2}x", t_naive / t_sched);
+                println!(
+                    "engine: {} passes, {} tokens computed, {} KV blocks reused from the prefix cache, {} preemptions",
+                    sched.engine.passes,
+                    sched.engine.tokens,
+                    sched.engine.cache_hit_blocks,
+                    sched.engine.preemptions
+                );
+                println!(
+                    "same candidates in both runs: {same}/{}; largest payment difference {max_dp:.2e}",
+                    a.m
+                );
+            }
+            Ok(())
+        }
+    }
+    let device = args.model.device;
+    on_device(device, Cmd(args, quiet))
+}

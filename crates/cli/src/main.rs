@@ -3,6 +3,7 @@
 //! Every failure is printed as one line on stderr and exits with status 1 (2 for usage errors, as
 //! clap does).
 
+mod auction_cmd;
 mod bench;
 mod common;
 mod mechanism;
@@ -34,6 +35,10 @@ enum Command {
     Score(model_cmd::ScoreArgs),
     /// Sample a continuation.
     Generate(model_cmd::GenerateArgs),
+    /// A MOSAIC auction: candidate replies, advertiser rewards, truthful payments.
+    Mosaic(auction_cmd::MosaicArgs),
+    /// A token auction: agents' distributions aggregated by bids, token by token.
+    TokenAuction(auction_cmd::TokenAuctionArgs),
     /// Manage the default model.
     #[command(subcommand)]
     Model(model_cmd::ModelCommand),
@@ -46,6 +51,8 @@ enum Command {
 enum BenchCommand {
     /// Tokens per second of the forward pass (prefill and decode).
     Model(bench::BenchModelArgs),
+    /// One MOSAIC auction through the scheduler and naively; prints both times and the ratio.
+    Engine(bench::BenchEngineArgs),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +68,9 @@ fn main() -> ExitCode {
         Command::Score(args) => model_cmd::score_cmd(args, quiet),
         Command::Generate(args) => model_cmd::generate_cmd(args, quiet),
         Command::Model(model_cmd::ModelCommand::Fetch) => model_cmd::fetch(),
+        Command::Mosaic(args) => auction_cmd::mosaic(args, quiet),
+        Command::TokenAuction(args) => auction_cmd::token_auction(args, quiet),
+        Command::Bench(BenchCommand::Engine(args)) => bench::bench_engine(args, quiet),
         Command::Bench(BenchCommand::Model(args)) => bench::bench_model(args, quiet),
     };
     match result {

@@ -176,12 +176,12 @@ impl<B: KvBackend> Llama<B> {
         KvCache::new(&self.cfg, num_slots, &self.device)
     }
 
-    /// RMSNorm over the last dimension: `x / sqrt(mean(x²) + ε) · w`.
+    /// RMSNorm over the last dimension: `x / sqrt(mean(x²) + ε) · w`. (A true division, not a
+    /// multiplication by `recip()`: burn-ndarray's vectorised reciprocal is an approximation good to
+    /// about 1e-4, which made batched results depend on the batch.)
     fn rms_norm(&self, x: Tensor<B, 2>, w: &Tensor<B, 1>) -> Tensor<B, 2> {
-        let inv = (x.clone().square().mean_dim(1) + self.cfg.rms_norm_eps as f64)
-            .sqrt()
-            .recip();
-        x * inv * w.clone().unsqueeze()
+        let rms = (x.clone().square().mean_dim(1) + self.cfg.rms_norm_eps as f64).sqrt();
+        x / rms * w.clone().unsqueeze()
     }
 
     fn int1(&self, v: Vec<i64>) -> Tensor<B, 1, Int> {

@@ -5,7 +5,9 @@
 //! token we return its log-probability under the raw model (`T = 1`, no truncation) and under the
 //! proposal actually sampled from; MOSAIC's importance weights need both. Greedy decoding is the
 //! deterministic proposal (log-probability 0). Ties are broken toward the lower token id, so a
-//! seeded draw is reproducible bit for bit.
+//! seeded draw is reproducible bit for bit, and the draw is an inverse CDF over the kept tokens in
+//! id order, so that logits perturbed by rounding (another batch composition) move the CDF's
+//! boundaries by as little, and change the token as rarely, as possible.
 
 use crate::error::{ModelError, Result};
 use rand::Rng;
@@ -127,7 +129,11 @@ pub fn sample<R: Rng + ?Sized>(
         .map(|&z| ((z as f64 - m) * inv_t).exp())
         .collect();
     let total: f64 = w.iter().sum();
-    let kept = nucleus(&w, total, params.top_k, params.top_p);
+    // The inverse CDF runs over the kept tokens in id order, not in probability order: two nearly
+    // tied tokens would otherwise swap places under a 1e-6 change of the logits (a different batch
+    // composition), and the same uniform would pick a different token.
+    let mut kept = nucleus(&w, total, params.top_k, params.top_p);
+    kept.sort_unstable();
     let mass: f64 = kept.iter().map(|&t| w[t]).sum();
     let u = llm_auction_uniform(rng) * mass;
     let mut acc = 0.0;

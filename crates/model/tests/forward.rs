@@ -45,9 +45,10 @@ for_each_backend! {
     fn matches_f64_reference() {
         for lm_head in [false, true] {
             let (model, w) = load(1, lm_head);
-            let toks = tokens(11, 1);
-            let mut cache = model.new_cache(16).unwrap();
-            let logits = model.forward(&single(&toks, 0, vec![0, 1, 2, 3], 4, (0..11).collect()), &mut cache).unwrap();
+            let toks = tokens(40, 1);
+            // 40 tokens: long enough for the vectorised paths of both backends.
+            let mut cache = model.new_cache(48).unwrap();
+            let logits = model.forward(&single(&toks, 0, (0..10).collect(), 4, (0..40).collect()), &mut cache).unwrap();
             let got = logits_to_host(logits).unwrap();
             let want = reference_logits(model.config(), &w, &toks);
             for (p, row) in want.iter().enumerate() {

@@ -1,0 +1,367 @@
+//! `mosaic` and `token-auction`: the two auctions on the model, end to end.
+
+use crate::common::{ModelArgs, OnBackend, bar, load_model, on_device};
+use anyhow::{Result, bail};
+use clap::{Args, ValueEnum};
+use llm_auction_engine::engine::EngineConfig;
+use llm_auction_engine::mosaic::{
+    Advertiser, Generator, Importance, MosaicConfig, MosaicReport, Phase, run_mosaic,
+};
+use llm_auction_engine::token_auction::{
+    Agent, SweepConfig, TokenAuctionConfig, TokenAuctionReport, lambda_sweep, run_token_auction,
+};
+use llm_auction_mechanism::aggregate::Aggregation;
+use llm_auction_mechanism::token_auction::PaymentRule;
+use llm_auction_model::backend::KvBackend;
+
+/// Scheduler limits shared by the auction commands.
+#[derive(Debug, Clone, Args)]
+pub struct EngineArgs {
+    /// Most tokens per forward pass.
+    #[arg(long, default_value_t = 512)]
+    pub token_budget: usize,
+    /// Most sequences decoded together.
+    #[arg(long, default_value_t = 64)]
+    pub max_seqs: usize,
+    /// KV blocks of 16 tokens (memory: ~0.75 MB per block for the default model).
+    #[arg(long, default_value_t = 1024)]
+    pub kv_blocks: usize,
+    /// Turn off prefix sharing between sequences with equal prompts.
+    #[arg(long)]
+    pub no_prefix_cache: bool,
+}
+
+impl EngineArgs {
+    /// The engine configuration.
+    pub fn config(&self) -> EngineConfig {
+        EngineConfig {
+            token_budget: self.token_budget,
+            max_seqs: self.max_seqs,
+            block_size: 16,
+            num_blocks: self.kv_blocks,
+            prefix_caching: !self.no_prefix_cache,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum GeneratorArg {
+    /// The generator prompted with the advertisers (Algorithm 2).
+    ContextAware,
+    /// The reference LLM (Algorithm 1).
+    Reference,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ImportanceArg {
+    /// log π_ref − log q, q the proposal actually sampled from (temperature and top-p applied).
+    Proposal,
+    /// log π_ref − log π_gen with the untempered generator, as in the paper's formula.
+    Raw,
+}
+
+/// `llm-auction mosaic`.
+#[derive(Debug, Args)]
+pub struct MosaicArgs {
+    /// The user's query.
+    #[arg(long)]
+    query: String,
+    /// An advertiser, as "Name: description" (repeat for each).
+    #[arg(long = "advertiser", value_name = "NAME: DESCRIPTION", required = true)]
+    advertisers: Vec<String>,
+    /// Number of candidate replies M.
+    #[arg(short = 'M', long = "m", default_value_t = 8)]
+    m: usize,
+    /// The platform's weight τ of the KL term (> 0).
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    tau: f64,
+    /// Per-advertiser τ_i, comma-separated (default: 1 for all).
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
+    tau_i: Vec<f64>,
+    /// Sampling temperature of the generator.
+    #[arg(long, default_value_t = 0.8, allow_negative_numbers = true)]
+    temperature: f64,
+    /// Top-p of the generator.
+    #[arg(long, default_value_t = 0.95, allow_negative_numbers = true)]
+    top_p: f64,
+    /// Most tokens per candidate.
+    #[arg(long, default_value_t = 64)]
+    max_new_tokens: usize,
+    /// Seed of the candidates and of the draw.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Where candidates come from.
+    #[arg(long, value_enum, default_value = "context-aware")]
+    generator: GeneratorArg,
+    /// Which generator log-probability enters the importance weights (see docs/mechanisms.md).
+    #[arg(long, value_enum, default_value = "proposal")]
+    importance: ImportanceArg,
+    /// Drop the agent-specific payment offset (Eq. 13).
+    #[arg(long)]
+    no_offset: bool,
+    /// Print the full report as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    engine: EngineArgs,
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+fn print_mosaic(r: &MosaicReport) {
+    println!("{}", r.reply.trim());
+    println!();
+    println!(
+        "{:<20} {:>10} {:>16} {:>10} {:>10}",
+        "advertiser", "reward", "expected reward", "payment", "utility"
+    );
+    for a in &r.results {
+        println!(
+            "{:<20} {:>10.3} {:>16.3} {:>10.4} {:>10.3}",
+            a.name, a.reward, a.expected_reward, a.payment, a.utility
+        );
+    }
+    println!("revenue: {:.4}", r.revenue);
+    println!(
+        "candidate {} of {} (π = {:.3}); {:.1} s: generation {:.0} tok/s, scoring {:.0} tok/s",
+        r.winner + 1,
+        r.candidates.len(),
+        r.allocation[r.winner],
+        r.timings.total_seconds,
+        r.timings.generation_tokens_per_second,
+        r.timings.scoring_tokens_per_second,
+    );
+}
+
+/// Runs `mosaic`.
+pub fn mosaic(args: MosaicArgs, quiet: bool) -> Result<()> {
+    struct Cmd(MosaicArgs, bool);
+    impl OnBackend for Cmd {
+        type Output = ();
+        fn run<B: KvBackend>(self, device: &B::Device) -> Result<()> {
+            let Cmd(a, quiet) = self;
+            let ads = a
+                .advertisers
+                .iter()
+                .map(|s| Advertiser::parse(s))
+                .collect::<Result<Vec<_>, _>>()?;
+            let cfg = MosaicConfig {
+                m: a.m,
+                tau: a.tau,
+                tau_i: a.tau_i.clone(),
+                temperature: a.temperature,
+                top_p: a.top_p,
+                max_new_tokens: a.max_new_tokens,
+                seed: a.seed,
+                generator: match a.generator {
+                    GeneratorArg::ContextAware => Generator::ContextAware,
+                    GeneratorArg::Reference => Generator::Reference,
+                },
+                importance: match a.importance {
+                    ImportanceArg::Proposal => Importance::Proposal,
+                    ImportanceArg::Raw => Importance::Raw,
+                },
+                offset: !a.no_offset,
+            };
+            if a.m == 0 {
+                bail!("-M: at least one candidate is needed");
+            }
+            let model = load_model::<B>(&a.model, device, quiet)?;
+            let gen_bar = bar((a.m * a.max_new_tokens) as u64, "generating", quiet);
+            let score_bar = bar(1, "scoring", quiet);
+            let report = run_mosaic(
+                &model,
+                &a.query,
+                &ads,
+                &cfg,
+                a.engine.config(),
+                &mut |phase, done, total| match phase {
+                    Phase::Generating => gen_bar.set_position(done as u64),
+                    Phase::Scoring => {
+                        gen_bar.finish_and_clear();
+                        score_bar.set_length(total as u64);
+                        score_bar.set_position(done as u64);
+                    }
+                },
+            )?;
+            gen_bar.finish_and_clear();
+            score_bar.finish_and_clear();
+            if a.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print_mosaic(&report);
+            }
+            Ok(())
+        }
+    }
+    let device = args.model.device;
+    on_device(device, Cmd(args, quiet))
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum AggregationArg {
+    /// Bid-weighted average of the distributions.
+    Linear,
+    /// Bid-weighted geometric mean.
+    LogLinear,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum PaymentArg {
+    /// Critical bid (linear aggregation; log-linear only for two-token vocabularies).
+    SecondPrice,
+    /// Every agent pays its bid per token.
+    FirstPrice,
+    /// No payments.
+    None,
+}
+
+/// `llm-auction token-auction`.
+#[derive(Debug, Args)]
+pub struct TokenAuctionArgs {
+    /// The user's query.
+    #[arg(long)]
+    query: String,
+    /// An agent, as "Name: description: bid" (repeat for each).
+    #[arg(long = "agent", value_name = "NAME: DESCRIPTION: BID", required = true)]
+    agents: Vec<String>,
+    /// A system prompt replacing "Write an ad for <name>, <description>." (repeat, in agent order).
+    #[arg(long = "agent-prompt", value_name = "TEXT")]
+    agent_prompts: Vec<String>,
+    /// How bids weight the agents' distributions.
+    #[arg(long, value_enum, default_value = "linear")]
+    aggregation: AggregationArg,
+    /// How agents pay per token.
+    #[arg(long, value_enum, default_value = "second-price")]
+    payment: PaymentArg,
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 48)]
+    max_new_tokens: usize,
+    /// Seed of the stable sampling stream.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// The two-advertiser demonstration: relative bid λ from 0 to 1 in K steps, both aggregations.
+    #[arg(long, value_name = "K")]
+    lambda_sweep: Option<usize>,
+    /// Print the full report as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    engine: EngineArgs,
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+fn print_token(r: &TokenAuctionReport) {
+    println!("{}", r.text.trim());
+    println!();
+    println!(
+        "{:<20} {:>8} {:>12} {:>8}",
+        "agent", "bid", "total paid", "tokens won"
+    );
+    for (i, a) in r.agents.iter().enumerate() {
+        let won = r.steps.iter().filter(|s| s.winner == Some(i)).count();
+        println!(
+            "{:<20} {:>8.3} {:>12.4} {:>8}",
+            a.name, a.bid, r.total_payments[i], won
+        );
+    }
+    println!("{} tokens in {:.1} s", r.steps.len(), r.seconds);
+}
+
+/// Runs `token-auction`.
+pub fn token_auction(args: TokenAuctionArgs, quiet: bool) -> Result<()> {
+    struct Cmd(TokenAuctionArgs, bool);
+    impl OnBackend for Cmd {
+        type Output = ();
+        fn run<B: KvBackend>(self, device: &B::Device) -> Result<()> {
+            let Cmd(a, quiet) = self;
+            let mut agents = a
+                .agents
+                .iter()
+                .map(|s| Agent::parse(s))
+                .collect::<Result<Vec<_>, _>>()?;
+            if a.agent_prompts.len() > agents.len() {
+                bail!(
+                    "--agent-prompt: {} prompts for {} agents",
+                    a.agent_prompts.len(),
+                    agents.len()
+                );
+            }
+            for (agent, p) in agents.iter_mut().zip(&a.agent_prompts) {
+                agent.system_prompt = Some(p.clone());
+            }
+            let cfg = TokenAuctionConfig {
+                aggregation: match a.aggregation {
+                    AggregationArg::Linear => Aggregation::Linear,
+                    AggregationArg::LogLinear => Aggregation::LogLinear,
+                },
+                payment: match a.payment {
+                    PaymentArg::SecondPrice => PaymentRule::SecondPrice,
+                    PaymentArg::FirstPrice => PaymentRule::FirstPrice,
+                    PaymentArg::None => PaymentRule::None,
+                },
+                max_new_tokens: a.max_new_tokens,
+                seed: a.seed,
+            };
+            let model = load_model::<B>(&a.model, device, quiet)?;
+            if let Some(k) = a.lambda_sweep {
+                let pb = bar(1, "sweeping", quiet);
+                let rows = lambda_sweep(
+                    &model,
+                    &a.query,
+                    &agents,
+                    SweepConfig {
+                        points: k,
+                        max_new_tokens: a.max_new_tokens,
+                        seed: a.seed,
+                    },
+                    a.engine.config(),
+                    &mut |d, t| {
+                        pb.set_length(t as u64);
+                        pb.set_position(d as u64);
+                    },
+                )?;
+                pb.finish_and_clear();
+                if a.json {
+                    println!("{}", serde_json::to_string(&rows)?);
+                } else {
+                    for (agg, rows) in &rows {
+                        println!(
+                            "## {agg:?} aggregation (bids λ for {}, 1 − λ for {})",
+                            agents[0].name, agents[1].name
+                        );
+                        println!("{:>6}  {:>10} {:>10}  text", "λ", "paid 1", "paid 2");
+                        for r in rows {
+                            let text = r.report.text.trim().replace('\n', " ");
+                            println!(
+                                "{:>6.2}  {:>10.4} {:>10.4}  {text}",
+                                r.lambda, r.report.total_payments[0], r.report.total_payments[1]
+                            );
+                        }
+                        println!();
+                    }
+                }
+                return Ok(());
+            }
+            let pb = bar(a.max_new_tokens as u64, "decoding", quiet);
+            let report = run_token_auction(
+                &model,
+                &a.query,
+                &agents,
+                &cfg,
+                a.engine.config(),
+                &mut |d, _| pb.set_position(d as u64),
+            )?;
+            pb.finish_and_clear();
+            if a.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print_token(&report);
+            }
+            Ok(())
+        }
+    }
+    let device = args.model.device;
+    on_device(device, Cmd(args, quiet))
+}

@@ -1,0 +1,48 @@
+//! Typed errors of the engine.
+
+use thiserror::Error;
+
+/// Result alias of this crate.
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+/// Everything that can go wrong while scheduling or running an auction.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The model failed (loading, tokenizing, a forward pass).
+    #[error(transparent)]
+    Model(#[from] llm_auction_model::ModelError),
+    /// The mechanism rejected its input.
+    #[error(transparent)]
+    Mechanism(#[from] llm_auction_mechanism::Error),
+    /// A request is malformed (empty prompt, unknown token, ...).
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// A request can never fit, even alone.
+    #[error("request needs {needed} KV blocks but the engine has {available}")]
+    KvCapacity {
+        /// Blocks needed.
+        needed: usize,
+        /// Blocks in the engine.
+        available: usize,
+    },
+    /// A sequence does not fit in the model's context.
+    #[error("sequence of {len} tokens exceeds the model's context of {max} tokens")]
+    PromptTooLong {
+        /// Prompt plus tokens to generate or score.
+        len: usize,
+        /// The context length.
+        max: usize,
+    },
+    /// The engine configuration is unusable.
+    #[error("engine configuration: {0}")]
+    Config(String),
+    /// An auction's input is unusable (e.g. no advertisers).
+    #[error("{field}: {message}")]
+    Auction {
+        /// The offending input.
+        field: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}

@@ -1,0 +1,386 @@
+//! Both auctions end to end on a tiny random model loaded from a GGUF file (tokenizer and chat
+//! template included): the report is consistent with the mechanism crate, the same seed gives the
+//! same result, and bad input is a typed error.
+
+use llm_auction_engine::EngineError;
+use llm_auction_engine::engine::EngineConfig;
+use llm_auction_engine::mosaic::{Advertiser, Generator, Importance, MosaicConfig, run_mosaic};
+use llm_auction_engine::token_auction::{
+    Agent, TokenAuctionConfig, lambda_sweep, run_token_auction,
+};
+use llm_auction_mechanism::aggregate::Aggregation;
+use llm_auction_mechanism::mosaic::{Mosaic, RewardMatrix};
+use llm_auction_mechanism::token_auction::PaymentRule;
+use llm_auction_model::CpuBackend;
+use llm_auction_model::model::Model;
+use llm_auction_model::testing::{random_weights, tiny_config, write_gguf};
+
+fn tiny() -> (tempfile::TempDir, Model<CpuBackend>) {
+    let dir = tempfile::tempdir().unwrap();
+    // A longer context than the default tiny model's: chat prompts of a byte-level tokenizer are long.
+    let cfg = llm_auction_model::config::LlamaConfig {
+        max_position: 512,
+        ..tiny_config()
+    };
+    let path = dir.path().join("tiny.gguf");
+    write_gguf(&path, &cfg, &random_weights(&cfg, 3, false));
+    let model = Model::<CpuBackend>::load(&path, &Default::default(), &mut |_, _, _| {}).unwrap();
+    (dir, model)
+}
+
+fn ads() -> Vec<Advertiser> {
+    vec![
+        Advertiser::parse("EasyBake: producing baking ingredients").unwrap(),
+        Advertiser::parse("KitchenFix: kitchen appliances").unwrap(),
+    ]
+}
+
+fn small() -> EngineConfig {
+    EngineConfig {
+        token_budget: 48,
+        max_seqs: 6,
+        block_size: 4,
+        num_blocks: 256,
+        prefix_caching: true,
+    }
+}
+
+#[test]
+fn mosaic_report_is_consistent_with_the_mechanism() {
+    let (_d, model) = tiny();
+    let cfg = MosaicConfig {
+        m: 5,
+        max_new_tokens: 6,
+        seed: 11,
+        ..MosaicConfig::default()
+    };
+    let r = run_mosaic(
+        &model,
+        "How do I bake cookies?",
+        &ads(),
+        &cfg,
+        small(),
+        &mut |_, _, _| {},
+    )
+    .unwrap();
+    assert_eq!(r.candidates.len(), 5);
+    assert!((r.allocation.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+    assert!(r.winner < 5);
+    assert_eq!(r.reply, r.candidates[r.winner].text);
+    for c in &r.candidates {
+        for (i, &rw) in c.rewards.iter().enumerate() {
+            assert!(
+                (rw - (c.log_adv[i] - c.log_ref)).abs() < 1e-12,
+                "r_i = log π_i − log π_ref"
+            );
+        }
+        assert!(
+            (c.log_weight - (c.log_ref - c.log_q)).abs() < 1e-12,
+            "default weights use the proposal"
+        );
+        assert!(c.log_q.is_finite() && c.log_q <= 0.0);
+    }
+    // Payments equal an independent run of the mechanism on the reported rewards and weights.
+    let rows: Vec<Vec<f64>> = (0..2)
+        .map(|i| r.candidates.iter().map(|c| c.rewards[i]).collect())
+        .collect();
+    let lw: Vec<f64> = r.candidates.iter().map(|c| c.log_weight).collect();
+    let m = Mosaic::new(1.0)
+        .unwrap()
+        .run(&RewardMatrix::from_rows(&rows).unwrap(), Some(&lw))
+        .unwrap();
+    for i in 0..2 {
+        assert_eq!(r.results[i].payment, m.payments[i]);
+        assert_eq!(r.results[i].utility, m.utilities[i]);
+    }
+    assert_eq!(r.revenue, m.revenue);
+    // Same seed, same everything (timings aside); another seed, other candidates.
+    let again = run_mosaic(
+        &model,
+        "How do I bake cookies?",
+        &ads(),
+        &cfg,
+        EngineConfig::default(),
+        &mut |_, _, _| {},
+    )
+    .unwrap();
+    assert_eq!(
+        again
+            .candidates
+            .iter()
+            .map(|c| &c.tokens)
+            .collect::<Vec<_>>(),
+        r.candidates.iter().map(|c| &c.tokens).collect::<Vec<_>>()
+    );
+    assert_eq!(again.winner, r.winner);
+    for (a, b) in again.results.iter().zip(&r.results) {
+        assert!((a.payment - b.payment).abs() < 1e-6);
+    }
+    let other = run_mosaic(
+        &model,
+        "How do I bake cookies?",
+        &ads(),
+        &MosaicConfig {
+            seed: 12,
+            ..cfg.clone()
+        },
+        small(),
+        &mut |_, _, _| {},
+    )
+    .unwrap();
+    assert_ne!(
+        other
+            .candidates
+            .iter()
+            .map(|c| &c.tokens)
+            .collect::<Vec<_>>(),
+        r.candidates.iter().map(|c| &c.tokens).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn reference_generator_with_raw_weights_is_algorithm_1() {
+    let (_d, model) = tiny();
+    let cfg = MosaicConfig {
+        m: 3,
+        max_new_tokens: 4,
+        generator: Generator::Reference,
+        importance: Importance::Raw,
+        ..MosaicConfig::default()
+    };
+    let r = run_mosaic(
+        &model,
+        "Any tips for tea?",
+        &ads(),
+        &cfg,
+        small(),
+        &mut |_, _, _| {},
+    )
+    .unwrap();
+    assert!(
+        r.candidates
+            .iter()
+            .all(|c| c.log_weight == 0.0 && c.log_gen == c.log_ref)
+    );
+    assert!(r.prompts.generator.contains("Try to mention EasyBake, who producing baking ingredients and KitchenFix, who kitchen appliances."));
+}
+
+#[test]
+fn mosaic_rejects_bad_input() {
+    let (_d, model) = tiny();
+    let ok = MosaicConfig {
+        m: 2,
+        max_new_tokens: 3,
+        ..MosaicConfig::default()
+    };
+    let run = |q: &str, a: &[Advertiser], c: &MosaicConfig| {
+        run_mosaic(&model, q, a, c, small(), &mut |_, _, _| {})
+    };
+    let field = |r: Result<_, EngineError>| match r {
+        Err(EngineError::Auction { field, .. }) => field,
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("accepted"),
+    };
+    assert_eq!(field(run("q", &[], &ok)), "advertiser");
+    assert_eq!(
+        field(run("q", &ads(), &MosaicConfig { m: 0, ..ok.clone() })),
+        "M"
+    );
+    assert_eq!(
+        field(run(
+            "q",
+            &ads(),
+            &MosaicConfig {
+                tau: 0.0,
+                ..ok.clone()
+            }
+        )),
+        "tau"
+    );
+    assert_eq!(
+        field(run(
+            "q",
+            &ads(),
+            &MosaicConfig {
+                tau: -1.0,
+                ..ok.clone()
+            }
+        )),
+        "tau"
+    );
+    assert_eq!(
+        field(run(
+            "q",
+            &ads(),
+            &MosaicConfig {
+                tau_i: vec![1.0],
+                ..ok.clone()
+            }
+        )),
+        "tau_i"
+    );
+    assert_eq!(field(run(" ", &ads(), &ok)), "query");
+    assert!(
+        run(
+            "q",
+            &ads(),
+            &MosaicConfig {
+                temperature: 0.0,
+                ..ok.clone()
+            }
+        )
+        .is_err()
+    );
+    let long = "word ".repeat(600);
+    assert!(matches!(
+        run(&long, &ads(), &ok),
+        Err(EngineError::PromptTooLong { .. })
+    ));
+    assert!(Advertiser::parse("no colon").is_err());
+    assert!(Advertiser::parse(": empty name").is_err());
+}
+
+fn agents() -> Vec<Agent> {
+    vec![
+        Agent::parse("Alpha Airlines: flights to Hawaii: 1").unwrap(),
+        Agent::parse("Beta Resort: a beach resort: 2").unwrap(),
+    ]
+}
+
+#[test]
+fn token_auction_charges_per_token_and_replays() {
+    let (_d, model) = tiny();
+    let cfg = TokenAuctionConfig {
+        max_new_tokens: 8,
+        seed: 5,
+        ..TokenAuctionConfig::default()
+    };
+    let r = run_token_auction(
+        &model,
+        "Vacations in Hawaii",
+        &agents(),
+        &cfg,
+        small(),
+        &mut |_, _| {},
+    )
+    .unwrap();
+    assert!(!r.steps.is_empty() && r.steps.len() <= 8);
+    for (i, total) in r.total_payments.iter().enumerate() {
+        let sum: f64 = r.steps.iter().map(|s| s.payments[i]).sum();
+        assert!((total - sum).abs() < 1e-12);
+        assert!(
+            r.steps
+                .iter()
+                .all(|s| s.payments[i] >= 0.0 && s.payments[i] <= agents()[i].bid)
+        );
+    }
+    assert!(
+        r.steps
+            .iter()
+            .all(|s| s.winner.is_some() && s.payments.iter().filter(|&&p| p > 0.0).count() <= 1)
+    );
+    let again = run_token_auction(
+        &model,
+        "Vacations in Hawaii",
+        &agents(),
+        &cfg,
+        EngineConfig::default(),
+        &mut |_, _| {},
+    )
+    .unwrap();
+    assert_eq!(again.steps, r.steps);
+    assert_eq!(again.text, r.text);
+    // Log-linear with first price: everyone pays its bid per token.
+    let ll = TokenAuctionConfig {
+        aggregation: Aggregation::LogLinear,
+        payment: PaymentRule::FirstPrice,
+        ..cfg
+    };
+    let r = run_token_auction(
+        &model,
+        "Vacations in Hawaii",
+        &agents(),
+        &ll,
+        small(),
+        &mut |_, _| {},
+    )
+    .unwrap();
+    assert_eq!(
+        r.total_payments,
+        vec![r.steps.len() as f64, 2.0 * r.steps.len() as f64]
+    );
+}
+
+#[test]
+fn token_auction_rejects_bad_input() {
+    let (_d, model) = tiny();
+    let run = |a: &[Agent], c: &TokenAuctionConfig| {
+        run_token_auction(&model, "q", a, c, small(), &mut |_, _| {})
+    };
+    let cfg = TokenAuctionConfig {
+        max_new_tokens: 3,
+        ..TokenAuctionConfig::default()
+    };
+    let second_ll = TokenAuctionConfig {
+        aggregation: Aggregation::LogLinear,
+        ..cfg
+    };
+    assert!(matches!(
+        run(&agents(), &second_ll),
+        Err(EngineError::Mechanism(
+            llm_auction_mechanism::Error::SecondPriceUnavailable { .. }
+        ))
+    ));
+    let mut zero = agents();
+    zero.iter_mut().for_each(|a| a.bid = 0.0);
+    assert!(matches!(
+        run(&zero, &cfg),
+        Err(EngineError::Mechanism(
+            llm_auction_mechanism::Error::AllBidsZero
+        ))
+    ));
+    assert!(matches!(run(&[], &cfg), Err(EngineError::Auction { .. })));
+    assert!(Agent::parse("A: b: -1").is_err());
+    assert!(Agent::parse("A: b: x").is_err());
+    assert!(Agent::parse("A: 1").is_err());
+}
+
+#[test]
+fn lambda_sweep_moves_from_one_agent_to_the_other() {
+    let (_d, model) = tiny();
+    let rows = lambda_sweep(
+        &model,
+        "Vacations in Hawaii",
+        &agents(),
+        llm_auction_engine::token_auction::SweepConfig {
+            points: 3,
+            max_new_tokens: 5,
+            seed: 9,
+        },
+        small(),
+        &mut |_, _| {},
+    )
+    .unwrap();
+    assert_eq!(rows.len(), 2);
+    let (agg, linear) = &rows[0];
+    assert_eq!(*agg, Aggregation::Linear);
+    assert_eq!(
+        linear.iter().map(|r| r.lambda).collect::<Vec<_>>(),
+        vec![0.0, 0.5, 1.0]
+    );
+    // λ = 0: only the second agent bids, so it wins every token and pays nothing (no competitor).
+    assert!(linear[0].report.steps.iter().all(|s| s.winner == Some(1)));
+    assert_eq!(linear[0].report.total_payments, vec![0.0, 0.0]);
+    assert!(linear[2].report.steps.iter().all(|s| s.winner == Some(0)));
+    // Each sweep point equals the same auction run alone.
+    let alone = run_token_auction(
+        &model,
+        "Vacations in Hawaii",
+        &linear[1].report.agents,
+        &linear[1].report.config,
+        small(),
+        &mut |_, _| {},
+    )
+    .unwrap();
+    assert_eq!(alone.steps, linear[1].report.steps);
+}
