@@ -6,8 +6,10 @@
 mod auction_cmd;
 mod bench;
 mod common;
+mod experiment_cmd;
 mod mechanism;
 mod model_cmd;
+mod plot;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -39,6 +41,9 @@ enum Command {
     Mosaic(auction_cmd::MosaicArgs),
     /// A token auction: agents' distributions aggregated by bids, token by token.
     TokenAuction(auction_cmd::TokenAuctionArgs),
+    /// The papers' experiments: the MOSAIC grid, its figures, the token-auction sweep.
+    #[command(subcommand)]
+    Experiment(experiment_cmd::ExperimentCommand),
     /// Manage the default model.
     #[command(subcommand)]
     Model(model_cmd::ModelCommand),
@@ -69,6 +74,7 @@ fn main() -> ExitCode {
         Command::Generate(args) => model_cmd::generate_cmd(args, quiet),
         Command::Model(model_cmd::ModelCommand::Fetch) => model_cmd::fetch(),
         Command::Mosaic(args) => auction_cmd::mosaic(args, quiet),
+        Command::Experiment(cmd) => experiment_cmd::run(cmd, quiet),
         Command::TokenAuction(args) => auction_cmd::token_auction(args, quiet),
         Command::Bench(BenchCommand::Engine(args)) => bench::bench_engine(args, quiet),
         Command::Bench(BenchCommand::Model(args)) => bench::bench_model(args, quiet),

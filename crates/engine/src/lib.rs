@@ -13,11 +13,14 @@
 //!   payments, the seeded draw.
 //! * [`token_auction`]: the token auction (Duetting et al.): one joint decoding of the agents'
 //!   sequences with bid-weighted aggregation, stable sampling and per-token payments.
+//! * [`experiment`]: the MOSAIC paper's experiments (one auction per query, seed and generator,
+//!   every `M` evaluated on prefixes; resumable CSV results).
 #![deny(missing_docs)]
 
 pub mod block;
 pub mod engine;
 pub mod error;
+pub mod experiment;
 pub mod mosaic;
 pub mod request;
 pub mod runner;

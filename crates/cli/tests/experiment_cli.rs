@@ -1,0 +1,139 @@
+//! `experiment mosaic | plot | token-sweep` through the binary on a tiny model: the grid runs,
+//! resumes without recomputing finished instances, and draws its figures.
+
+use llm_auction_model::config::LlamaConfig;
+use llm_auction_model::testing::{random_weights, tiny_config, write_gguf};
+use std::process::Command;
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_llm-auction"))
+        .args(args)
+        .output()
+        .expect("binary runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn grid_resumes_and_plots() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LlamaConfig {
+        max_position: 512,
+        ..tiny_config()
+    };
+    let model = dir.path().join("tiny.gguf");
+    write_gguf(&model, &cfg, &random_weights(&cfg, 2, false));
+    let data = dir.path().join("instances.json");
+    std::fs::write(
+        &data,
+        r#"[{"id": 1, "query": "Tea?", "advertisers": [{"name": "Leafy", "description": "tea"}, {"name": "Kettle", "description": "kettles"}]},
+            {"id": 2, "query": "Bread?", "advertisers": [{"name": "Flour", "description": "flour"}, {"name": "Oven", "description": "ovens"}]}]"#,
+    )
+    .unwrap();
+    let out = dir.path().join("run");
+    let (m, d, o) = (
+        model.to_str().unwrap(),
+        data.to_str().unwrap(),
+        out.to_str().unwrap(),
+    );
+    let args = |queries: &'static str| {
+        vec![
+            "experiment",
+            "mosaic",
+            "--instances",
+            d,
+            "--queries",
+            queries,
+            "--seeds",
+            "2",
+            "--m",
+            "1,2,4",
+            "--max-new-tokens",
+            "4",
+            "--z-samples",
+            "3",
+            "--out",
+            o,
+            "--model",
+            m,
+        ]
+    };
+    let (code, _, err) = run(&args("1"));
+    assert_eq!(code, 0, "{err}");
+    let first = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    // 1 query × 2 seeds × 2 generators × 3 M × 2 advertisers.
+    assert_eq!(first.lines().count(), 1 + 24);
+    // Growing the grid resumes: the finished instances are not recomputed.
+    let (code, _, err) = run(&args("2"));
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("resuming: 4 of 8"), "{err}");
+    let second = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    assert!(
+        second.starts_with(&first),
+        "earlier rows are kept as they were"
+    );
+    assert_eq!(second.lines().count(), 1 + 48);
+    assert_eq!(
+        std::fs::read_to_string(out.join("done.csv"))
+            .unwrap()
+            .lines()
+            .count(),
+        8
+    );
+    // Running it again does nothing new.
+    let (code, _, err) = run(&args("2"));
+    assert_eq!(code, 0);
+    assert!(err.contains("resuming: 8 of 8"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(out.join("results.csv")).unwrap(),
+        second
+    );
+    // --no-resume refuses to overwrite.
+    let mut fresh = args("2");
+    fresh.push("--no-resume");
+    assert_eq!(run(&fresh).0, 1);
+
+    let (code, md, err) = run(&["experiment", "plot", o]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        md.contains("log π_r of the returned reply") && md.contains("| context |"),
+        "{md}"
+    );
+    for f in [
+        "fig1a_logprob_optimal",
+        "fig1b_reward_gain",
+        "fig2a_payments",
+        "fig2b_utility_gain",
+        "fig3a_pearson",
+    ] {
+        let png = out.join("figures").join(format!("{f}.png"));
+        assert!(
+            std::fs::metadata(&png)
+                .map(|m| m.len() > 1000)
+                .unwrap_or(false),
+            "{}",
+            png.display()
+        );
+    }
+    assert!(out.join("summary.json").exists());
+
+    let sweep = dir.path().join("sweep");
+    let (code, md, err) = run(&[
+        "experiment",
+        "token-sweep",
+        "--k",
+        "3",
+        "--max-new-tokens",
+        "3",
+        "--out",
+        sweep.to_str().unwrap(),
+        "--model",
+        m,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(md.contains("## Linear aggregation") && md.contains("## LogLinear aggregation"));
+    assert!(sweep.join("token-auction-demo.md").exists());
+}

@@ -1,0 +1,170 @@
+//! The experiment runner's metrics on a hand-computed case, and its resumable store.
+
+use llm_auction_engine::experiment::{
+    AdvertiserSpec, ExperimentConfig, Instance, Row, Store, ZEstimate, instance_rows, read_rows,
+};
+use llm_auction_engine::mosaic::{Candidate, Generator};
+use llm_auction_model::runner::FinishReason;
+
+fn cand(text: &str, log_ref: f64, reward: f64) -> Candidate {
+    Candidate {
+        text: text.into(),
+        tokens: vec![1, 2],
+        finish: FinishReason::Length,
+        log_ref,
+        log_q: log_ref,
+        log_gen: log_ref,
+        log_adv: vec![log_ref + reward],
+        rewards: vec![reward],
+        log_weight: 0.0,
+    }
+}
+
+fn instance() -> Instance {
+    Instance {
+        id: 7,
+        query: "q".into(),
+        advertisers: vec![AdvertiserSpec {
+            name: "Acme".into(),
+            description: "d".into(),
+        }],
+    }
+}
+
+fn cfg() -> ExperimentConfig {
+    ExperimentConfig {
+        ms: vec![1, 2],
+        tau: 1.0,
+        ..ExperimentConfig::cpu()
+    }
+}
+
+#[test]
+fn metrics_on_a_hand_computed_case() {
+    let cands = [cand("Buy ACME now", -10.0, 1.0), cand("plain", -12.0, 0.0)];
+    let z = ZEstimate {
+        query_id: 7,
+        log_z: 0.5,
+        opt_proxy: -9.0,
+        samples: 4,
+    };
+    let rows = instance_rows(&instance(), 3, Generator::ContextAware, &cands, &z, &cfg()).unwrap();
+    assert_eq!(rows.len(), 2);
+    let e = 1f64.exp();
+    let (p0, p1) = (e / (1.0 + e), 1.0 / (1.0 + e));
+    // M = 2.
+    let r = &rows[1];
+    assert_eq!(
+        (r.m, r.generator.as_str(), r.query_id, r.seed),
+        (2, "context", 7, 3)
+    );
+    let close = |a: f64, b: f64| assert!((a - b).abs() < 1e-12, "{a} vs {b}");
+    close(r.reward_with, p0);
+    // Footnote 9: only "plain" does not mention Acme (case-insensitive); without Acme it gets all mass.
+    assert_eq!(r.n_without, 1);
+    close(r.reward_without, 0.0);
+    close(r.reward_gain, p0);
+    close(r.payment, p0 - ((e + 1.0) / 2.0).ln());
+    close(r.payment_no_offset, p0 - (e + 1.0).ln());
+    close(r.utility_gain, ((e + 1.0) / 2.0).ln());
+    close(r.utility_gain_no_offset, (e + 1.0).ln());
+    close(r.revenue, r.payment);
+    close(
+        r.expected_logprob_opt,
+        p0 * (-10.0 + 1.0 - 0.5) + p1 * (-12.0 - 0.5),
+    );
+    let want = if r.winner == 0 {
+        -10.0 + 1.0 - 0.5
+    } else {
+        -12.0 - 0.5
+    };
+    close(r.logprob_opt_reply, want);
+    assert_eq!(r.mentioned, r.winner == 0);
+    close(r.log_z, 0.5);
+    // M = 1: the only candidate mentions Acme, so the allocation without Acme over all candidates
+    // is used (n_without = 0): no gain, no payment.
+    let r = &rows[0];
+    assert_eq!((r.m, r.n_without, r.winner), (1, 0, 0));
+    close(r.reward_gain, 0.0);
+    close(r.payment, 0.0);
+    close(r.payment_no_offset, 0.0);
+}
+
+fn row(q: u32, seed: u64) -> Row {
+    let cands = [cand("Acme", -1.0, 0.5), cand("x", -2.0, -0.5)];
+    let z = ZEstimate {
+        query_id: q,
+        log_z: 0.0,
+        opt_proxy: 0.0,
+        samples: 1,
+    };
+    let mut inst = instance();
+    inst.id = q;
+    instance_rows(&inst, seed, Generator::Reference, &cands, &z, &cfg())
+        .unwrap()
+        .remove(0)
+}
+
+#[test]
+fn store_resumes_without_losing_or_duplicating_instances() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cfg();
+    {
+        let mut s = Store::open(dir.path(), &c, true).unwrap();
+        assert!(!s.is_done(1, 0, Generator::Reference));
+        s.put_z(ZEstimate {
+            query_id: 1,
+            log_z: 1.5,
+            opt_proxy: -3.0,
+            samples: 8,
+        })
+        .unwrap();
+        s.put_instance(1, 0, Generator::Reference, &[row(1, 0)])
+            .unwrap();
+        assert!(s.is_done(1, 0, Generator::Reference));
+    }
+    // A run killed after appending an instance's rows but before recording it as done.
+    let results = dir.path().join("results.csv");
+    let mut text = std::fs::read_to_string(&results).unwrap();
+    let partial = std::fs::read_to_string(&results)
+        .unwrap()
+        .lines()
+        .nth(1)
+        .unwrap()
+        .replacen("1,0,reference", "2,0,reference", 1);
+    text.push_str(&partial);
+    text.push('\n');
+    std::fs::write(&results, text).unwrap();
+    let s = Store::open(dir.path(), &c, true).unwrap();
+    assert!(s.is_done(1, 0, Generator::Reference));
+    assert!(!s.is_done(2, 0, Generator::Reference));
+    assert_eq!(s.z(1).unwrap().log_z, 1.5);
+    let rows = read_rows(&results).unwrap();
+    assert_eq!(rows.len(), 1, "the unfinished instance's rows were dropped");
+    assert_eq!(rows[0], row(1, 0));
+    // Starting afresh over existing results, or resuming with another configuration, is refused.
+    assert!(Store::open(dir.path(), &c, false).is_err());
+    let other = ExperimentConfig {
+        tau: 2.0,
+        ..c.clone()
+    };
+    assert!(Store::open(dir.path(), &other, true).is_err());
+    // More queries or seeds may be added to a run.
+    let more = ExperimentConfig {
+        queries: 20,
+        seeds: 5,
+        ..c
+    };
+    assert!(Store::open(dir.path(), &more, true).is_ok());
+}
+
+#[test]
+fn the_dataset_is_valid() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/instances.json");
+    let v = llm_auction_engine::experiment::load_instances(std::path::Path::new(path)).unwrap();
+    assert_eq!(v.len(), 50);
+    assert!(
+        v.iter()
+            .all(|i| i.advertisers.len() == 2 && i.query.ends_with('?'))
+    );
+}
