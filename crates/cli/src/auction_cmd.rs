@@ -53,11 +53,20 @@ enum GeneratorArg {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
-enum ImportanceArg {
+pub(crate) enum ImportanceArg {
     /// log π_ref − log q, q the proposal actually sampled from (temperature and top-p applied).
     Proposal,
     /// log π_ref − log π_gen with the untempered generator, as in the paper's formula.
     Raw,
+}
+
+impl From<ImportanceArg> for Importance {
+    fn from(a: ImportanceArg) -> Self {
+        match a {
+            ImportanceArg::Proposal => Importance::Proposal,
+            ImportanceArg::Raw => Importance::Raw,
+        }
+    }
 }
 
 /// `llm-auction mosaic`.
@@ -157,10 +166,7 @@ pub fn mosaic(args: MosaicArgs, quiet: bool) -> Result<()> {
                     GeneratorArg::ContextAware => Generator::ContextAware,
                     GeneratorArg::Reference => Generator::Reference,
                 },
-                importance: match a.importance {
-                    ImportanceArg::Proposal => Importance::Proposal,
-                    ImportanceArg::Raw => Importance::Raw,
-                },
+                importance: a.importance.into(),
                 offset: !a.no_offset,
             };
             if a.m == 0 {

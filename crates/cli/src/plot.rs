@@ -102,7 +102,7 @@ fn line_chart(
     title: &str,
     y_label: &str,
     series: &[Series],
-    hline: Option<(&str, f64)>,
+    hlines: &[(&str, f64, RGBColor)],
 ) -> Result<()> {
     let root = BitMapBackend::new(path, (900, 600)).into_drawing_area();
     root.fill(&WHITE)?;
@@ -115,9 +115,7 @@ fn line_chart(
         .flat_map(|s| s.points.iter().flat_map(|p| [p.1.lo, p.1.hi]))
         .filter(|v| v.is_finite())
         .collect();
-    if let Some((_, h)) = hline {
-        ys.push(h);
-    }
+    ys.extend(hlines.iter().map(|h| h.1).filter(|v| v.is_finite()));
     let (x0, x1) = (
         xs.iter().copied().fold(f64::INFINITY, f64::min),
         xs.iter().copied().fold(f64::NEG_INFINITY, f64::max),
@@ -130,12 +128,19 @@ fn line_chart(
         (y0, y1) = (0.0, 1.0);
     }
     let pad = ((y1 - y0) * 0.08).max(1e-6);
+    // Ticks at the grid's M values only (a log axis would otherwise label 1..10 and skip 16).
+    let mut ticks = xs.clone();
+    ticks.sort_by(f64::total_cmp);
+    ticks.dedup();
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 24))
         .margin(15)
         .x_label_area_size(45)
         .y_label_area_size(70)
-        .build_cartesian_2d((x0 * 0.85..x1 * 1.15).log_scale(), (y0 - pad)..(y1 + pad))?;
+        .build_cartesian_2d(
+            (x0 * 0.85..x1 * 1.15).log_scale().with_key_points(ticks),
+            (y0 - pad)..(y1 + pad),
+        )?;
     chart
         .configure_mesh()
         .x_desc("number of candidates M (log scale)")
@@ -162,14 +167,14 @@ fn line_chart(
             PathElement::new(vec![(p.0, p.1.lo), (p.0, p.1.hi)], color.stroke_width(2))
         }))?;
     }
-    if let Some((name, h)) = hline {
+    for &(name, h, color) in hlines.iter().filter(|h| h.1.is_finite()) {
         chart
             .draw_series(LineSeries::new(
                 vec![(x0 * 0.85, h), (x1 * 1.15, h)],
-                BLACK.stroke_width(1),
+                color.stroke_width(1),
             ))?
             .label(name)
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
     }
     chart
         .configure_series_labels()
@@ -252,7 +257,9 @@ pub struct Summary {
     pub logprob_opt: BTreeMap<String, BTreeMap<usize, Ci>>,
     /// Per generator and M: expected log π_r over the allocation.
     pub expected_logprob_opt: BTreeMap<String, BTreeMap<usize, Ci>>,
-    /// Mean of the optimal-sampling proxy.
+    /// The paper's proxy for sampling from the optimum (footnote 8), mean over queries.
+    pub ref_proxy: Option<Ci>,
+    /// Self-normalised `E_{π_r}[log π_r]` from untempered reference samples, mean over queries.
     pub opt_proxy: Option<Ci>,
     /// Per generator and M: total reward gain.
     pub reward_gain: BTreeMap<String, BTreeMap<usize, Ci>>,
@@ -341,8 +348,14 @@ pub fn plot(dir: &Path) -> Result<Summary> {
             .or_default()
             .insert(*m, mean_ci(&mentions));
     }
-    let proxies: BTreeMap<u32, f64> = rows.iter().map(|r| (r.query_id, r.opt_proxy)).collect();
-    s.opt_proxy = Some(mean_ci(&proxies.values().copied().collect::<Vec<_>>()));
+    let per_query = |f: fn(&Row) -> f64| -> Ci {
+        let v: BTreeMap<u32, f64> = rows.iter().map(|r| (r.query_id, f(r))).collect();
+        mean_ci(&v.values().copied().collect::<Vec<_>>())
+    };
+    if !rows.is_empty() {
+        s.ref_proxy = Some(per_query(|r| r.ref_proxy));
+        s.opt_proxy = Some(per_query(|r| r.opt_proxy));
+    }
     let colors = [RED, BLUE, GREEN, MAGENTA];
     let label = |g: &str| {
         if g == "context" {
@@ -366,28 +379,46 @@ pub fn plot(dir: &Path) -> Result<Summary> {
         "Log-probability of the returned reply under the optimal policy",
         "log π_r(y)",
         &series_of(&s.logprob_opt, ""),
-        s.opt_proxy.map(|c| ("proxy: sampling from π_r", c.mean)),
+        &[
+            s.ref_proxy.map(|c| {
+                (
+                    "proxy π̂_opt (footnote 8): π_ref samples under π_ref",
+                    c.mean,
+                    BLACK,
+                )
+            }),
+            s.opt_proxy.map(|c| {
+                (
+                    "E_π_r[log π_r], untempered (self-normalised)",
+                    c.mean,
+                    RGBColor(128, 128, 128),
+                )
+            }),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>(),
     )?;
     line_chart(
         &figs.join("fig1b_reward_gain.png"),
         "Total advertiser reward gain",
         "reward gain (nats)",
         &series_of(&s.reward_gain, ""),
-        None,
+        &[],
     )?;
     line_chart(
         &figs.join("fig2a_payments.png"),
         "Total payments (revenue)",
         "payments",
         &series_of(&s.revenue, ""),
-        None,
+        &[],
     )?;
     line_chart(
         &figs.join("fig2b_utility_gain.png"),
         "Total advertiser utility gain",
         "utility gain",
         &series_of(&s.utility_gain, ""),
-        None,
+        &[],
     )?;
     let mut corr = series_of(&s.pearson_offset, ", with offset");
     let mut no = series_of(&s.pearson_no_offset, ", no offset");
@@ -400,7 +431,7 @@ pub fn plot(dir: &Path) -> Result<Summary> {
         "Pearson correlation of reward gain and utility gain",
         "Pearson r",
         &corr,
-        None,
+        &[],
     )?;
     for g in &gens {
         for (offset, tag, name) in [
@@ -470,9 +501,15 @@ pub fn markdown(s: &Summary) -> String {
         "expected log π_r over the allocation",
         &s.expected_logprob_opt,
     ));
+    if let Some(p) = s.ref_proxy {
+        out.push_str(&format!(
+            "Proxy π̂_opt for sampling from the optimum (footnote 8: tempered π_ref samples under π_ref): {}\n\n",
+            fmt(&p)
+        ));
+    }
     if let Some(p) = s.opt_proxy {
         out.push_str(&format!(
-            "Proxy for sampling from π_r (reference samples reweighted): {}\n\n",
+            "E_π_r[log π_r] from untempered reference samples, self-normalised: {}\n\n",
             fmt(&p)
         ));
     }

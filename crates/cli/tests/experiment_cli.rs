@@ -95,6 +95,12 @@ fn grid_resumes_and_plots() {
     let mut fresh = args("2");
     fresh.push("--no-resume");
     assert_eq!(run(&fresh).0, 1);
+    // Another importance weighting is another run: refused in this directory.
+    let mut raw = args("2");
+    raw.extend(["--importance", "raw"]);
+    let (code, _, err) = run(&raw);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("another configuration"), "{err}");
 
     let (code, md, err) = run(&["experiment", "plot", o]);
     assert_eq!(code, 0, "{err}");
@@ -118,7 +124,15 @@ fn grid_resumes_and_plots() {
             png.display()
         );
     }
-    assert!(out.join("summary.json").exists());
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    for proxy in ["ref_proxy", "opt_proxy"] {
+        assert!(
+            summary[proxy]["mean"].as_f64().is_some_and(f64::is_finite),
+            "{proxy}: {summary}"
+        );
+    }
+    assert!(md.contains("footnote 8"), "{md}");
 
     let sweep = dir.path().join("sweep");
     let (code, md, err) = run(&[

@@ -11,8 +11,14 @@
 //! sampled from `π_ref` itself (temperature 1, no truncation) and scored under every advertiser:
 //! `log Ẑ = LSE_k(r(y_k)/τ) − log K`. `Ẑ` is unbiased for `Z`; `log Ẑ` is biased low by Jensen's
 //! inequality (so log-probabilities are biased high by the same, query-level, amount for both
-//! generators). The same samples give the paper's proxy for sampling from `π_r` (footnote 8): the
-//! self-normalised estimate `Σ_k w_k log π_r(y_k)`, `w_k ∝ exp(r(y_k)/τ)`.
+//! generators). The same samples give a self-normalised estimate of `E_{π_r}[log π_r]`:
+//! `Σ_k w_k log π_r(y_k)`, `w_k ∝ exp(r(y_k)/τ)` (`opt_proxy`).
+//!
+//! **The paper's proxy for sampling from the optimum (footnote 8).** Replies sampled from `π_ref`
+//! with the candidates' own settings (temperature, top-p) and scored under `π_ref`, "for which the
+//! reference LLM is the optimal one": `ref_proxy = mean_k log π_ref(y'_k)` over `K` further samples.
+//! Unlike `opt_proxy` it is on the same footing as the candidates (tempered sampling), which is what
+//! Figure 1a compares against.
 //!
 //! **Reward gain (Eq. 19, footnote 9).** `Σ_j π_j r_i(y_j)` minus the expected reward without
 //! advertiser `i`, estimated as the paper does from the already generated candidates that do not
@@ -23,7 +29,7 @@
 use crate::Engine;
 use crate::engine::EngineConfig;
 use crate::error::{EngineError, Result};
-use crate::mosaic::{Advertiser, Candidate, Generator, MosaicConfig, run_mosaic};
+use crate::mosaic::{Advertiser, Candidate, Generator, Importance, MosaicConfig, run_mosaic};
 use crate::request::{GenerateSpec, Outcome, Request, ScoreSpec};
 use crate::runner::BurnRunner;
 use llm_auction_mechanism::dist::inverse_cdf;
@@ -110,6 +116,14 @@ pub struct ExperimentConfig {
     pub top_p: f64,
     /// Reference samples per query for `log Ẑ`.
     pub z_samples: usize,
+    /// Importance weights of the auctions (omitted from `config.json` when it is the default, so
+    /// runs written before the field existed still resume).
+    #[serde(skip_serializing_if = "is_proposal")]
+    pub importance: Importance,
+}
+
+fn is_proposal(i: &Importance) -> bool {
+    *i == Importance::Proposal
 }
 
 impl ExperimentConfig {
@@ -125,6 +139,7 @@ impl ExperimentConfig {
             temperature: 0.8,
             top_p: 0.95,
             z_samples: 32,
+            importance: Importance::Proposal,
         }
     }
 
@@ -162,8 +177,10 @@ pub struct Row {
     pub expected_logprob_opt: f64,
     /// `log Ẑ` of the query.
     pub log_z: f64,
-    /// Proxy for sampling from `π_r`: `E_{π_r}[log π_r]` estimated from the reference samples.
+    /// `E_{π_r}[log π_r]`, self-normalised from the untempered reference samples.
     pub opt_proxy: f64,
+    /// The paper's proxy (footnote 8): tempered `π_ref` samples scored under `π_ref`.
+    pub ref_proxy: f64,
     /// `Σ_j π_j r_i(y_j)`.
     pub reward_with: f64,
     /// Expected reward without the advertiser (footnote 9).
@@ -197,6 +214,8 @@ pub struct ZEstimate {
     pub log_z: f64,
     /// `Σ_k w_k log π_r(y_k)`.
     pub opt_proxy: f64,
+    /// `mean_k log π_ref(y'_k)`, `y'_k` sampled from `π_ref` with the candidates' settings.
+    pub ref_proxy: f64,
     /// Samples used.
     pub samples: usize,
 }
@@ -211,7 +230,8 @@ fn advertisers(i: &Instance) -> Vec<Advertiser> {
         .collect()
 }
 
-/// Estimates `log Z` and the optimal-sampling proxy of one query from `k` reference samples.
+/// Estimates `log Z` and both optimal-sampling proxies of one query from `k` untempered and `k`
+/// tempered reference samples (see the module docs).
 ///
 /// # Errors
 /// Model errors.
@@ -243,11 +263,35 @@ pub fn estimate_z<B: KvBackend>(
             })
         })
         .collect();
-    let samples: Vec<_> = engine
-        .run_all(gens, &mut |_| {})?
+    let tempered = SamplingParams {
+        temperature: cfg.temperature,
+        top_p: cfg.top_p,
+        ..SamplingParams::default()
+    };
+    let gens_t: Vec<Request> = (0..cfg.z_samples)
+        .map(|_| {
+            Request::Generate(GenerateSpec {
+                prompt: ref_ids.clone(),
+                params: tempered,
+                max_new_tokens: cfg.max_new_tokens,
+                stop: model.eos_ids().to_vec(),
+                seed: rand::Rng::next_u64(&mut seeds),
+            })
+        })
+        .collect();
+    let n_untempered = gens.len();
+    let mut all: Vec<_> = engine
+        .run_all(gens.into_iter().chain(gens_t).collect(), &mut |_| {})?
         .into_iter()
         .filter_map(Outcome::generated)
         .collect();
+    let tempered_samples = all.split_off(n_untempered.min(all.len()));
+    let samples = all;
+    let ref_proxy = tempered_samples
+        .iter()
+        .map(|g| g.logprobs_raw.iter().sum::<f64>())
+        .sum::<f64>()
+        / tempered_samples.len().max(1) as f64;
     let log_ref: Vec<f64> = samples
         .iter()
         .map(|g| g.logprobs_raw.iter().sum())
@@ -283,6 +327,7 @@ pub fn estimate_z<B: KvBackend>(
         query_id: inst.id,
         log_z,
         opt_proxy,
+        ref_proxy,
         samples: k,
     })
 }
@@ -365,6 +410,7 @@ pub fn instance_rows(
                 expected_logprob_opt,
                 log_z: z.log_z,
                 opt_proxy: z.opt_proxy,
+                ref_proxy: z.ref_proxy,
                 reward_with: with.expected_rewards[i],
                 reward_without,
                 n_without: keep.len(),
@@ -464,6 +510,27 @@ impl Store {
                 });
             }
         }
+        for (file, header) in [
+            ("results.csv", CSV_HEADER),
+            ("logz.csv", LOGZ_HEADER.trim_end()),
+        ] {
+            let path = dir.join(file);
+            if let Ok(f) = File::open(&path) {
+                let mut first = String::new();
+                BufReader::new(f)
+                    .read_line(&mut first)
+                    .map_err(|e| io_err(&path, e))?;
+                if !first.is_empty() && first.trim_end() != header {
+                    return Err(EngineError::Auction {
+                        field: "out",
+                        message: format!(
+                            "{} was written by another version of the runner (its columns differ); use another --out",
+                            path.display()
+                        ),
+                    });
+                }
+            }
+        }
         write_atomic(&cfg_path, cfg_text.as_bytes())?;
         let mut done = HashSet::new();
         let done_path = dir.join("done.csv");
@@ -484,9 +551,9 @@ impl Store {
             let _ = rdr.read_line(&mut header);
             for line in rdr.lines().map_while(std::result::Result::ok) {
                 let p: Vec<&str> = line.split(',').collect();
-                if let [q, lz, op, k] = p[..]
-                    && let (Ok(q), Ok(lz), Ok(op), Ok(k)) =
-                        (q.parse(), lz.parse(), op.parse(), k.parse())
+                if let [q, lz, op, rp, k] = p[..]
+                    && let (Ok(q), Ok(lz), Ok(op), Ok(rp), Ok(k)) =
+                        (q.parse(), lz.parse(), op.parse(), rp.parse(), k.parse())
                 {
                     z.insert(
                         q,
@@ -494,6 +561,7 @@ impl Store {
                             query_id: q,
                             log_z: lz,
                             opt_proxy: op,
+                            ref_proxy: rp,
                             samples: k,
                         },
                     );
@@ -561,11 +629,14 @@ impl Store {
     pub fn put_z(&mut self, z: ZEstimate) -> Result<()> {
         let path = self.dir.join("logz.csv");
         if !path.exists() {
-            append_line(&path, "query_id,log_z,opt_proxy,samples\n")?;
+            append_line(&path, LOGZ_HEADER)?;
         }
         append_line(
             &path,
-            &format!("{},{},{},{}\n", z.query_id, z.log_z, z.opt_proxy, z.samples),
+            &format!(
+                "{},{},{},{},{}\n",
+                z.query_id, z.log_z, z.opt_proxy, z.ref_proxy, z.samples
+            ),
         )?;
         self.z.insert(z.query_id, z);
         Ok(())
@@ -604,8 +675,11 @@ impl Store {
     }
 }
 
+/// The header of `logz.csv`.
+const LOGZ_HEADER: &str = "query_id,log_z,opt_proxy,ref_proxy,samples\n";
+
 /// The CSV header.
-pub const CSV_HEADER: &str = "query_id,seed,generator,m,agent,agent_name,winner,logprob_opt_reply,expected_logprob_opt,log_z,opt_proxy,reward_with,reward_without,n_without,reward_gain,payment,payment_no_offset,utility_gain,utility_gain_no_offset,revenue,revenue_no_offset,mentioned";
+pub const CSV_HEADER: &str = "query_id,seed,generator,m,agent,agent_name,winner,logprob_opt_reply,expected_logprob_opt,log_z,opt_proxy,ref_proxy,reward_with,reward_without,n_without,reward_gain,payment,payment_no_offset,utility_gain,utility_gain_no_offset,revenue,revenue_no_offset,mentioned";
 
 fn csv_writer(with_header: bool) -> String {
     if with_header {
@@ -617,7 +691,7 @@ fn csv_writer(with_header: bool) -> String {
 
 fn csv_line(r: &Row) -> String {
     format!(
-        "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+        "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
         r.query_id,
         r.seed,
         r.generator,
@@ -629,6 +703,7 @@ fn csv_line(r: &Row) -> String {
         r.expected_logprob_opt,
         r.log_z,
         r.opt_proxy,
+        r.ref_proxy,
         r.reward_with,
         r.reward_without,
         r.n_without,
@@ -661,7 +736,7 @@ pub fn read_rows(path: &Path) -> Result<Vec<Row>> {
         .enumerate()
         .map(|(k, line)| {
             let p: Vec<&str> = line.split(',').collect();
-            if p.len() != 22 {
+            if p.len() != 23 {
                 return Err(bad(format!("line {}: {} fields", k + 2, p.len())));
             }
             let f = |i: usize| {
@@ -684,17 +759,18 @@ pub fn read_rows(path: &Path) -> Result<Vec<Row>> {
                 expected_logprob_opt: f(8)?,
                 log_z: f(9)?,
                 opt_proxy: f(10)?,
-                reward_with: f(11)?,
-                reward_without: f(12)?,
-                n_without: u(13)? as usize,
-                reward_gain: f(14)?,
-                payment: f(15)?,
-                payment_no_offset: f(16)?,
-                utility_gain: f(17)?,
-                utility_gain_no_offset: f(18)?,
-                revenue: f(19)?,
-                revenue_no_offset: f(20)?,
-                mentioned: u(21)? == 1,
+                ref_proxy: f(11)?,
+                reward_with: f(12)?,
+                reward_without: f(13)?,
+                n_without: u(14)? as usize,
+                reward_gain: f(15)?,
+                payment: f(16)?,
+                payment_no_offset: f(17)?,
+                utility_gain: f(18)?,
+                utility_gain_no_offset: f(19)?,
+                revenue: f(20)?,
+                revenue_no_offset: f(21)?,
+                mentioned: u(22)? == 1,
             })
         })
         .collect()
@@ -759,6 +835,7 @@ pub fn run_experiment<B: KvBackend>(
                     max_new_tokens: cfg.max_new_tokens,
                     seed: seed.wrapping_mul(1_000_003).wrapping_add(inst.id as u64),
                     generator: g,
+                    importance: cfg.importance,
                     ..MosaicConfig::default()
                 };
                 let report = run_mosaic(

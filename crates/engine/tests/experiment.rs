@@ -3,7 +3,7 @@
 use llm_auction_engine::experiment::{
     AdvertiserSpec, ExperimentConfig, Instance, Row, Store, ZEstimate, instance_rows, read_rows,
 };
-use llm_auction_engine::mosaic::{Candidate, Generator};
+use llm_auction_engine::mosaic::{Candidate, Generator, Importance};
 use llm_auction_model::runner::FinishReason;
 
 fn cand(text: &str, log_ref: f64, reward: f64) -> Candidate {
@@ -46,6 +46,7 @@ fn metrics_on_a_hand_computed_case() {
         query_id: 7,
         log_z: 0.5,
         opt_proxy: -9.0,
+        ref_proxy: -8.0,
         samples: 4,
     };
     let rows = instance_rows(&instance(), 3, Generator::ContextAware, &cands, &z, &cfg()).unwrap();
@@ -81,6 +82,8 @@ fn metrics_on_a_hand_computed_case() {
     close(r.logprob_opt_reply, want);
     assert_eq!(r.mentioned, r.winner == 0);
     close(r.log_z, 0.5);
+    close(r.opt_proxy, -9.0);
+    close(r.ref_proxy, -8.0);
     // M = 1: the only candidate mentions Acme, so the allocation without Acme over all candidates
     // is used (n_without = 0): no gain, no payment.
     let r = &rows[0];
@@ -96,6 +99,7 @@ fn row(q: u32, seed: u64) -> Row {
         query_id: q,
         log_z: 0.0,
         opt_proxy: 0.0,
+        ref_proxy: 0.0,
         samples: 1,
     };
     let mut inst = instance();
@@ -116,6 +120,7 @@ fn store_resumes_without_losing_or_duplicating_instances() {
             query_id: 1,
             log_z: 1.5,
             opt_proxy: -3.0,
+            ref_proxy: -2.5,
             samples: 8,
         })
         .unwrap();
@@ -139,6 +144,7 @@ fn store_resumes_without_losing_or_duplicating_instances() {
     assert!(s.is_done(1, 0, Generator::Reference));
     assert!(!s.is_done(2, 0, Generator::Reference));
     assert_eq!(s.z(1).unwrap().log_z, 1.5);
+    assert_eq!(s.z(1).unwrap().ref_proxy, -2.5);
     let rows = read_rows(&results).unwrap();
     assert_eq!(rows.len(), 1, "the unfinished instance's rows were dropped");
     assert_eq!(rows[0], row(1, 0));
@@ -149,6 +155,11 @@ fn store_resumes_without_losing_or_duplicating_instances() {
         ..c.clone()
     };
     assert!(Store::open(dir.path(), &other, true).is_err());
+    let raw = ExperimentConfig {
+        importance: Importance::Raw,
+        ..c.clone()
+    };
+    assert!(Store::open(dir.path(), &raw, true).is_err());
     // More queries or seeds may be added to a run.
     let more = ExperimentConfig {
         queries: 20,
@@ -156,6 +167,23 @@ fn store_resumes_without_losing_or_duplicating_instances() {
         ..c
     };
     assert!(Store::open(dir.path(), &more, true).is_ok());
+}
+
+#[test]
+fn a_run_directory_of_another_format_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("results.csv"),
+        "query_id,seed,generator,m\n1,0,context,1\n",
+    )
+    .unwrap();
+    let err = Store::open(dir.path(), &cfg(), true).err().unwrap();
+    assert!(err.to_string().contains("another version"), "{err}");
+    // Nothing was rewritten.
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("results.csv")).unwrap(),
+        "query_id,seed,generator,m\n1,0,context,1\n"
+    );
 }
 
 #[test]
