@@ -39,6 +39,7 @@ use llm_auction_mechanism::mosaic::{Mosaic, RewardMatrix};
 use llm_auction_mechanism::rng::{rng_from_seed, uniform_open01};
 use llm_auction_model::backend::KvBackend;
 use llm_auction_model::model::{DEFAULT_SYSTEM_PROMPT, Model};
+use llm_auction_model::runner::Generation;
 use llm_auction_model::sampling::SamplingParams;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
@@ -252,50 +253,35 @@ pub fn estimate_z<B: KvBackend>(
         .collect::<std::result::Result<_, _>>()?;
     let mut engine = Engine::new(BurnRunner::new(&model.llama), engine_cfg)?;
     let mut seeds = rng_from_seed(0x5EED_0000 + inst.id as u64);
-    let gens: Vec<Request> = (0..cfg.z_samples)
-        .map(|_| {
-            Request::Generate(GenerateSpec {
-                prompt: ref_ids.clone(),
-                params: SamplingParams::default(),
-                max_new_tokens: cfg.max_new_tokens,
-                stop: model.eos_ids().to_vec(),
-                seed: rand::Rng::next_u64(&mut seeds),
-            })
-        })
-        .collect();
     let tempered = SamplingParams {
         temperature: cfg.temperature,
         top_p: cfg.top_p,
         ..SamplingParams::default()
     };
-    let gens_t: Vec<Request> = (0..cfg.z_samples)
-        .map(|_| {
+    // K untempered samples (for log Ẑ), then K tempered ones (footnote 8); seeds drawn in that order.
+    let gens: Vec<Request> = [SamplingParams::default(), tempered]
+        .into_iter()
+        .flat_map(|params| std::iter::repeat_n(params, cfg.z_samples))
+        .map(|params| {
             Request::Generate(GenerateSpec {
                 prompt: ref_ids.clone(),
-                params: tempered,
+                params,
                 max_new_tokens: cfg.max_new_tokens,
                 stop: model.eos_ids().to_vec(),
                 seed: rand::Rng::next_u64(&mut seeds),
             })
         })
         .collect();
-    let n_untempered = gens.len();
-    let mut all: Vec<_> = engine
-        .run_all(gens.into_iter().chain(gens_t).collect(), &mut |_| {})?
+    let mut samples: Vec<_> = engine
+        .run_all(gens, &mut |_| {})?
         .into_iter()
         .filter_map(Outcome::generated)
         .collect();
-    let tempered_samples = all.split_off(n_untempered.min(all.len()));
-    let samples = all;
-    let ref_proxy = tempered_samples
-        .iter()
-        .map(|g| g.logprobs_raw.iter().sum::<f64>())
-        .sum::<f64>()
-        / tempered_samples.len().max(1) as f64;
-    let log_ref: Vec<f64> = samples
-        .iter()
-        .map(|g| g.logprobs_raw.iter().sum())
-        .collect();
+    let tempered_samples = samples.split_off(cfg.z_samples.min(samples.len()));
+    let total = |g: &Generation| g.logprobs_raw.iter().sum::<f64>();
+    let ref_proxy =
+        tempered_samples.iter().map(total).sum::<f64>() / tempered_samples.len().max(1) as f64;
+    let log_ref: Vec<f64> = samples.iter().map(total).collect();
     let reqs: Vec<Request> = adv_ids
         .iter()
         .flat_map(|p| {
