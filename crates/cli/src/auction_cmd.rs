@@ -1,11 +1,13 @@
 //! `mosaic` and `token-auction`: the two auctions on the model, end to end.
 
-use crate::common::{ModelArgs, OnBackend, bar, load_model, on_device};
+use crate::common::{ModelArgs, OnBackend, bar, on_device};
+use crate::models::{ModelsArgs, Registry, per_name};
 use anyhow::{Result, bail};
 use clap::{Args, ValueEnum};
 use llm_auction_engine::engine::EngineConfig;
+use llm_auction_engine::models_file::DEFAULT_ENTRY;
 use llm_auction_engine::mosaic::{
-    Advertiser, Generator, Importance, MosaicConfig, MosaicReport, Phase, run_mosaic,
+    Advertiser, Generator, Importance, MosaicConfig, MosaicModels, MosaicReport, Phase, run_mosaic,
 };
 use llm_auction_engine::token_auction::{
     Agent, SweepConfig, TokenAuctionConfig, TokenAuctionReport, lambda_sweep, run_token_auction,
@@ -111,6 +113,17 @@ pub struct MosaicArgs {
     /// Print the full report as JSON.
     #[arg(long)]
     json: bool,
+    /// The models-file entry of the reference LLM π_ref (default: "default").
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_ENTRY)]
+    reference: String,
+    /// The models-file entry of the context-aware generator π_gen (default: "default").
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_ENTRY)]
+    generator_model: String,
+    /// An advertiser's LLM, as "Advertiser=NAME" (repeat; default: "default").
+    #[arg(long = "advertiser-model", value_name = "ADVERTISER=NAME")]
+    advertiser_models: Vec<String>,
+    #[command(flatten)]
+    models: ModelsArgs,
     #[command(flatten)]
     engine: EngineArgs,
     #[command(flatten)]
@@ -172,24 +185,48 @@ pub fn mosaic(args: MosaicArgs, quiet: bool) -> Result<()> {
             if a.m == 0 {
                 bail!("-M: at least one candidate is needed");
             }
-            let model = load_model::<B>(&a.model, device, quiet)?;
+            let names: Vec<&str> = ads.iter().map(|x| x.name.as_str()).collect();
+            let adv_entries = per_name(
+                "--advertiser-model",
+                &a.advertiser_models,
+                &names,
+                DEFAULT_ENTRY,
+            )?;
+            let mut wanted = vec![a.reference.clone(), a.generator_model.clone()];
+            wanted.extend(adv_entries.iter().cloned());
+            let registry = Registry::build::<B>(
+                &a.models,
+                &wanted,
+                &a.model,
+                a.engine.config(),
+                device,
+                quiet,
+            )?;
+            let models = MosaicModels {
+                reference: registry.get(&a.reference)?,
+                generator: registry.get(&a.generator_model)?,
+                advertisers: adv_entries
+                    .iter()
+                    .map(|e| registry.get(e))
+                    .collect::<Result<_>>()?,
+            };
             let gen_bar = bar((a.m * a.max_new_tokens) as u64, "generating", quiet);
             let score_bar = bar(1, "scoring", quiet);
-            let report = run_mosaic(
-                &model,
-                &a.query,
-                &ads,
-                &cfg,
-                a.engine.config(),
-                &mut |phase, done, total| match phase {
-                    Phase::Generating => gen_bar.set_position(done as u64),
-                    Phase::Scoring => {
-                        gen_bar.finish_and_clear();
-                        score_bar.set_length(total as u64);
-                        score_bar.set_position(done as u64);
-                    }
-                },
-            )?;
+            let report =
+                run_mosaic(
+                    &models,
+                    &a.query,
+                    &ads,
+                    &cfg,
+                    &mut |phase, done, total| match phase {
+                        Phase::Generating => gen_bar.set_position(done as u64),
+                        Phase::Scoring => {
+                            gen_bar.finish_and_clear();
+                            score_bar.set_length(total as u64);
+                            score_bar.set_position(done as u64);
+                        }
+                    },
+                )?;
             gen_bar.finish_and_clear();
             score_bar.finish_and_clear();
             if a.json {
@@ -252,6 +289,12 @@ pub struct TokenAuctionArgs {
     /// Print the full report as JSON.
     #[arg(long)]
     json: bool,
+    /// An agent's LLM, as "Agent=NAME" (repeat; default: "default"). Agents on different models
+    /// must share one tokenizer.
+    #[arg(long = "agent-model", value_name = "AGENT=NAME")]
+    agent_models: Vec<String>,
+    #[command(flatten)]
+    models: ModelsArgs,
     #[command(flatten)]
     engine: EngineArgs,
     #[command(flatten)]
@@ -310,11 +353,24 @@ pub fn token_auction(args: TokenAuctionArgs, quiet: bool) -> Result<()> {
                 max_new_tokens: a.max_new_tokens,
                 seed: a.seed,
             };
-            let model = load_model::<B>(&a.model, device, quiet)?;
+            let names: Vec<&str> = agents.iter().map(|x| x.name.as_str()).collect();
+            let entries = per_name("--agent-model", &a.agent_models, &names, DEFAULT_ENTRY)?;
+            let registry = Registry::build::<B>(
+                &a.models,
+                &entries,
+                &a.model,
+                a.engine.config(),
+                device,
+                quiet,
+            )?;
+            let models = entries
+                .iter()
+                .map(|e| registry.get(e))
+                .collect::<Result<Vec<_>>>()?;
             if let Some(k) = a.lambda_sweep {
                 let pb = bar(1, "sweeping", quiet);
                 let rows = lambda_sweep(
-                    &model,
+                    &models,
                     &a.query,
                     &agents,
                     SweepConfig {
@@ -322,7 +378,6 @@ pub fn token_auction(args: TokenAuctionArgs, quiet: bool) -> Result<()> {
                         max_new_tokens: a.max_new_tokens,
                         seed: a.seed,
                     },
-                    a.engine.config(),
                     &mut |d, t| {
                         pb.set_length(t as u64);
                         pb.set_position(d as u64);
@@ -351,14 +406,9 @@ pub fn token_auction(args: TokenAuctionArgs, quiet: bool) -> Result<()> {
                 return Ok(());
             }
             let pb = bar(a.max_new_tokens as u64, "decoding", quiet);
-            let report = run_token_auction(
-                &model,
-                &a.query,
-                &agents,
-                &cfg,
-                a.engine.config(),
-                &mut |d, _| pb.set_position(d as u64),
-            )?;
+            let report = run_token_auction(&models, &a.query, &agents, &cfg, &mut |d, _| {
+                pb.set_position(d as u64)
+            })?;
             pb.finish_and_clear();
             if a.json {
                 println!("{}", serde_json::to_string(&report)?);

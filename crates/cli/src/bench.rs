@@ -210,6 +210,12 @@ pub struct BenchEngineArgs {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+    /// Compare the local scheduled run with every role on this models-file entry (instead of the
+    /// naive baseline).
+    #[arg(long, value_name = "ENTRY", requires = "file")]
+    remote: Option<String>,
+    #[command(flatten)]
+    models: crate::models::ModelsArgs,
     #[command(flatten)]
     engine: crate::auction_cmd::EngineArgs,
     #[command(flatten)]
@@ -222,29 +228,56 @@ pub fn bench_engine(args: BenchEngineArgs, quiet: bool) -> Result<()> {
     impl OnBackend for Cmd {
         type Output = ();
         fn run<B: KvBackend>(self, device: &B::Device) -> Result<()> {
-            use llm_auction_engine::mosaic::{
-                Advertiser, Execution, MosaicConfig, run_mosaic_with,
-            };
+            use llm_auction_engine::lm::LanguageModel;
+            use llm_auction_engine::lm::local::{EngineModel, NaiveModel};
+            use llm_auction_engine::models_file::DEFAULT_ENTRY;
+            use llm_auction_engine::mosaic::{Advertiser, MosaicConfig, MosaicModels, run_mosaic};
             let Cmd(a, quiet) = self;
-            let model = load_model::<B>(&a.model, device, quiet)?;
+            let model = std::sync::Arc::new(load_model::<B>(&a.model, device, quiet)?);
+            let scheduled = EngineModel::new(DEFAULT_ENTRY, model.clone(), a.engine.config());
+            let naive = NaiveModel::new(DEFAULT_ENTRY, model);
+            let remote = match &a.remote {
+                Some(entry) => Some(crate::models::Registry::build::<B>(
+                    &a.models,
+                    std::slice::from_ref(entry),
+                    &a.model,
+                    a.engine.config(),
+                    device,
+                    quiet,
+                )?),
+                None => None,
+            };
+            let other: &dyn LanguageModel = match (&remote, &a.remote) {
+                (Some(r), Some(entry)) => r.get(entry)?,
+                _ => &naive,
+            };
+            let other_name = a.remote.clone().unwrap_or_else(|| "naive".into());
             let query = "How do I bake cookies?";
             let ads = vec![
                 Advertiser::parse("EasyBake: producing baking ingredients")?,
                 Advertiser::parse("KitchenFix: producing kitchen appliances")?,
             ];
+            // A remote generator that cannot report log q is compared under the raw weights.
+            let importance = if other.info().proposal_logprobs {
+                llm_auction_engine::mosaic::Importance::Proposal
+            } else {
+                llm_auction_engine::mosaic::Importance::Raw
+            };
             let cfg = MosaicConfig {
                 m: a.m,
                 max_new_tokens: a.max_new_tokens,
                 seed: a.seed,
+                importance,
                 ..MosaicConfig::default()
             };
-            let run = |exec: Execution| -> Result<(f64, llm_auction_engine::mosaic::MosaicReport)> {
+            let run = |lm: &dyn LanguageModel| -> Result<(f64, llm_auction_engine::mosaic::MosaicReport)> {
                 let start = Instant::now();
-                let r = run_mosaic_with(&model, query, &ads, &cfg, exec, &mut |_, _, _| {})?;
+                let models = MosaicModels::single(lm, ads.len());
+                let r = run_mosaic(&models, query, &ads, &cfg, &mut |_, _, _| {})?;
                 Ok((start.elapsed().as_secs_f64(), r))
             };
-            let (t_sched, sched) = run(Execution::Scheduled(a.engine.config()))?;
-            let (t_naive, naive) = run(Execution::Naive)?;
+            let (t_sched, sched) = run(&scheduled)?;
+            let (t_naive, naive) = run(other)?;
             let same = sched
                 .candidates
                 .iter()
@@ -260,10 +293,12 @@ pub fn bench_engine(args: BenchEngineArgs, quiet: bool) -> Result<()> {
             let generated = sched.timings.generated_tokens;
             if a.json {
                 let v = serde_json::json!({
-                    "m": a.m, "max_new_tokens": a.max_new_tokens, "scheduled_seconds": t_sched, "naive_seconds": t_naive,
+                    "m": a.m, "max_new_tokens": a.max_new_tokens, "scheduled_seconds": t_sched,
+                    "other": other_name, "other_seconds": t_naive,
                     "speedup": t_naive / t_sched, "generated_tokens": generated,
-                    "scheduled": sched.timings, "naive": naive.timings, "engine": sched.engine,
+                    "scheduled": sched.timings, "other_timings": naive.timings, "engine": sched.engine,
                     "identical_candidates": same, "max_payment_difference": max_dp,
+                    "importance": cfg.importance,
                 });
                 println!("{v}");
             } else {
@@ -275,7 +310,10 @@ pub fn bench_engine(args: BenchEngineArgs, quiet: bool) -> Result<()> {
                     "{:<12} {:>10} {:>16} {:>16}",
                     "execution", "seconds", "generation tok/s", "scoring tok/s"
                 );
-                for (name, t, r) in [("scheduled", t_sched, &sched), ("naive", t_naive, &naive)] {
+                for (name, t, r) in [
+                    ("scheduled", t_sched, &sched),
+                    (other_name.as_str(), t_naive, &naive),
+                ] {
                     println!(
                         "{:<12} {:>10.2} {:>16.1} {:>16.1}",
                         name,
@@ -284,7 +322,7 @@ pub fn bench_engine(args: BenchEngineArgs, quiet: bool) -> Result<()> {
                         r.timings.scoring_tokens_per_second
                     );
                 }
-                println!("speedup: {:.2}x", t_naive / t_sched);
+                println!("{other_name} / scheduled: {:.2}x", t_naive / t_sched);
                 println!(
                     "engine: {} passes, {} tokens computed, {} KV blocks reused from the prefix cache, {} preemptions",
                     sched.engine.passes,

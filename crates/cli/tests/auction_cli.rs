@@ -52,6 +52,90 @@ fn readme_main_command_is_deterministic() {
     assert_eq!(strip(&a), strip(&b));
 }
 
+/// A models-file entry serves the role it is given, and the report says so.
+#[test]
+fn models_file_entries_serve_their_roles() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LlamaConfig {
+        max_position: 512,
+        ..tiny_config()
+    };
+    let path = dir.path().join("tiny.gguf");
+    write_gguf(&path, &cfg, &random_weights(&cfg, 2, false));
+    let file = dir.path().join("models.toml");
+    std::fs::write(
+        &file,
+        "[models.tiny]\nkind = \"local\"\npath = \"tiny.gguf\"\n",
+    )
+    .unwrap();
+    let (m, f) = (path.to_str().unwrap(), file.to_str().unwrap());
+    let (code, out, err) = run(&[
+        "mosaic",
+        "--query",
+        "q",
+        "--advertiser",
+        "A: b",
+        "--advertiser",
+        "B: c",
+        "-M",
+        "2",
+        "--max-new-tokens",
+        "3",
+        "--model",
+        m,
+        "--models",
+        f,
+        "--advertiser-model",
+        "B=tiny",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let entries: Vec<(&str, &str)> = r["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| (x["role"].as_str().unwrap(), x["entry"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        entries,
+        [
+            ("reference", "default"),
+            ("generator", "default"),
+            ("advertiser A", "default"),
+            ("advertiser B", "tiny")
+        ]
+    );
+    assert!(
+        r["models"][3]["location"]
+            .as_str()
+            .unwrap()
+            .ends_with("tiny.gguf")
+    );
+    let (code, out, err) = run(&[
+        "token-auction",
+        "--query",
+        "q",
+        "--agent",
+        "A: b: 1",
+        "--agent",
+        "B: c: 1",
+        "--max-new-tokens",
+        "3",
+        "--model",
+        m,
+        "--models",
+        f,
+        "--agent-model",
+        "A=tiny",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["models"][0]["entry"], "tiny");
+    assert_eq!(r["models"][1]["entry"], "default");
+}
+
 /// `--json` payments equal what `mechanism mosaic` computes from the reported rewards and weights.
 #[test]
 fn json_payments_match_the_mechanism_cli() {
@@ -127,7 +211,87 @@ fn bad_input_exits_with_a_clear_message() {
     write_gguf(&path, &cfg, &random_weights(&cfg, 1, false));
     let m = path.to_str().unwrap();
     let long = "word ".repeat(600);
+    // Models files: a bad field, an entry that does not exist, a role flag naming nobody.
+    let bad_file = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad_file,
+        "[models.kitchen]\nkind = \"llama-server\"\nurls = [\"ftp://x\"]\n",
+    )
+    .unwrap();
+    let good_file = dir.path().join("good.toml");
+    std::fs::write(
+        &good_file,
+        format!("[models.tiny]\nkind = \"local\"\npath = {m:?}\n"),
+    )
+    .unwrap();
+    let (bad_file, good_file) = (bad_file.to_str().unwrap(), good_file.to_str().unwrap());
     let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec![
+                "mosaic",
+                "--query",
+                "q",
+                "--advertiser",
+                "A: b",
+                "--models",
+                bad_file,
+            ],
+            "entry \"kitchen\": field \"urls\": \"ftp://x\" must start with http://",
+        ),
+        (
+            vec![
+                "mosaic",
+                "--query",
+                "q",
+                "--advertiser",
+                "A: b",
+                "--models",
+                good_file,
+                "--reference",
+                "nope",
+            ],
+            "no entry \"nope\" (entries: tiny)",
+        ),
+        (
+            vec![
+                "mosaic",
+                "--query",
+                "q",
+                "--advertiser",
+                "A: b",
+                "--advertiser-model",
+                "B=tiny",
+                "--models",
+                good_file,
+            ],
+            "--advertiser-model: \"B\" is none of \"A\"",
+        ),
+        (
+            vec![
+                "mosaic",
+                "--query",
+                "q",
+                "--advertiser",
+                "A: b",
+                "--generator-model",
+                "tiny",
+            ],
+            "no models file given",
+        ),
+        (
+            vec![
+                "token-auction",
+                "--query",
+                "q",
+                "--agent",
+                "A: b: 1",
+                "--agent-model",
+                "A:tiny",
+                "--models",
+                good_file,
+            ],
+            "must look like \"Name=ENTRY\"",
+        ),
         (
             vec![
                 "mosaic",

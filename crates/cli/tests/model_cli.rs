@@ -240,3 +240,156 @@ fn score_on_the_default_model() {
     }
     assert_eq!(v["top"][0][0], 7042);
 }
+
+fn score_json(
+    model: Option<&str>,
+    prompt: &str,
+    continuation: &str,
+    chat: bool,
+) -> serde_json::Value {
+    let mut args = vec![
+        "score",
+        "--prompt",
+        prompt,
+        "--continuation",
+        continuation,
+        "--json",
+        "--quiet",
+    ];
+    if chat {
+        args.push("--chat");
+    }
+    if let Some(m) = model {
+        args.extend(["--model", m]);
+    }
+    let (code, out, err) = run(&args);
+    assert_eq!(code, 0, "{args:?}: {err}");
+    json(&out)
+}
+
+fn logprobs(v: &serde_json::Value) -> Vec<f64> {
+    v["token_logprobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
+/// Largest |Δ| between the scores of two models on a few prompts (the ids must be equal).
+fn score_diff(a: Option<&str>, b: Option<&str>) -> f64 {
+    let cases = [
+        ("The capital of France is", " Paris.", false),
+        ("In 1999 there were 12345 cats and", " 678 dogs, ok?", false),
+        ("Say héllo in 日本語", " こんにちは 🦀", true),
+    ];
+    let mut worst = 0.0f64;
+    for (prompt, cont, chat) in cases {
+        let (x, y) = (
+            score_json(a, prompt, cont, chat),
+            score_json(b, prompt, cont, chat),
+        );
+        assert_eq!(x["prompt_ids"], y["prompt_ids"], "{prompt:?}");
+        assert_eq!(x["continuation_ids"], y["continuation_ids"], "{cont:?}");
+        for (p, q) in logprobs(&x).iter().zip(logprobs(&y)) {
+            worst = worst.max((p - q).abs());
+        }
+        assert_eq!(x["top"][0][0], y["top"][0][0], "{prompt:?}");
+    }
+    worst
+}
+
+#[test]
+fn model_export_writes_a_folder_and_refuses_to_overwrite_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = tiny_model(dir.path());
+    let m = m.to_str().unwrap();
+    let out = dir.path().join("exported");
+    let o = out.to_str().unwrap();
+
+    let (code, stdout, err) = run(&["model", "export", "--to", o, "--model", m, "--quiet"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(stdout.trim(), o, "prints the folder to serve");
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+    ] {
+        assert!(out.join(f).is_file(), "{f}");
+    }
+    let cfg = json(&std::fs::read_to_string(out.join("config.json")).unwrap());
+    assert_eq!(cfg["architectures"][0], "LlamaForCausalLM");
+
+    // The exported folder scores like the GGUF it came from.
+    let d = score_diff(Some(m), Some(o));
+    assert!(d <= 1e-5, "max |Δ log-prob| = {d}");
+
+    // A second run without --force: one line naming DIR, nothing changed.
+    let before = std::fs::read(out.join("config.json")).unwrap();
+    let (code, stdout, err) = run(&["model", "export", "--to", o, "--model", m]);
+    assert_eq!(code, 1, "{err}");
+    assert!(stdout.is_empty());
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains(o) && err.contains("--force"), "{err}");
+    assert_eq!(std::fs::read(out.join("config.json")).unwrap(), before);
+
+    // --force replaces it; gguf-f32 writes DIR/model-f32.gguf.
+    let (code, _, err) = run(&[
+        "model", "export", "--to", o, "--model", m, "--force", "--format", "gguf-f32",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let gguf = out.join("model-f32.gguf");
+    assert!(gguf.is_file() && !out.join("config.json").exists());
+    let d = score_diff(Some(m), Some(gguf.to_str().unwrap()));
+    assert!(d <= 1e-5, "max |Δ log-prob| = {d}");
+
+    // gguf-f32 of a Hugging Face folder, and an unknown format, are errors.
+    let hf = dir.path().join("hf");
+    let (code, _, _) = run(&[
+        "model",
+        "export",
+        "--to",
+        hf.to_str().unwrap(),
+        "--model",
+        m,
+    ]);
+    assert_eq!(code, 0);
+    let (code, _, err) = run(&[
+        "model",
+        "export",
+        "--to",
+        dir.path().join("x").to_str().unwrap(),
+        "--model",
+        hf.to_str().unwrap(),
+        "--format",
+        "gguf-f32",
+    ]);
+    assert_eq!(code, 1);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("GGUF") && err.contains(hf.to_str().unwrap()),
+        "{err}"
+    );
+    let (code, _, err) = run(&["model", "export", "--to", o, "--format", "onnx"]);
+    assert_eq!(code, 2, "usage error: {err}");
+}
+
+/// The default model exported to a Hugging Face folder scores like the default model (the
+/// acceptance check for serving the export with vLLM): same ids, log-probabilities within 1e-4.
+#[test]
+fn model_export_of_the_default_model_scores_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("smollm2-hf");
+    let o = out.to_str().unwrap();
+    let (code, stdout, err) = run(&["model", "export", "--to", o, "--quiet"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(stdout.trim(), o);
+    let cfg = json(&std::fs::read_to_string(out.join("config.json")).unwrap());
+    assert_eq!(cfg["num_hidden_layers"], 30);
+    assert_eq!(cfg["tie_word_embeddings"], true);
+    let d = score_diff(None, Some(o));
+    eprintln!("default model vs its hf export: max |Δ log-prob| = {d:e}");
+    assert!(d <= 1e-4, "max |Δ log-prob| = {d}");
+}

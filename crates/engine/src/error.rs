@@ -37,6 +37,42 @@ pub enum EngineError {
     /// The engine configuration is unusable.
     #[error("engine configuration: {0}")]
     Config(String),
+    /// A model backend failed or answered something unusable.
+    #[error("model {model}: {message}")]
+    Backend {
+        /// The models-file entry.
+        model: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A remote server failed (after any retries) or answered something unusable.
+    #[error("{kind} at {url}: {message}")]
+    Remote {
+        /// `vllm` or `llama-server`.
+        kind: String,
+        /// The base URL of the replica (the last one tried).
+        url: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// An error of the model behind some of an auction's roles.
+    #[error("{roles} (model {entry}): {error}")]
+    Role {
+        /// The roles served by that model.
+        roles: String,
+        /// The models-file entry.
+        entry: String,
+        /// The model's error.
+        error: Box<EngineError>,
+    },
+    /// A models file is unusable.
+    #[error("{file}: {message}")]
+    ModelsFile {
+        /// The file.
+        file: String,
+        /// What is wrong, naming the entry and the field.
+        message: String,
+    },
     /// An auction's input is unusable (e.g. no advertisers).
     #[error("{field}: {message}")]
     Auction {

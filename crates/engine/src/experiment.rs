@@ -26,20 +26,20 @@
 //! (`softmax_j(β_{−i,j})` restricted to them). When every candidate mentions `i`, the allocation
 //! without `i` over all candidates is used and the row records `n_without = 0`.
 
-use crate::Engine;
-use crate::engine::EngineConfig;
 use crate::error::{EngineError, Result};
-use crate::mosaic::{Advertiser, Candidate, Generator, Importance, MosaicConfig, run_mosaic};
-use crate::request::{GenerateSpec, Outcome, Request, ScoreSpec};
-use crate::runner::BurnRunner;
+use crate::lm::LanguageModel;
+use crate::mosaic::{
+    Advertiser, Candidate, Generator, Importance, MosaicConfig, MosaicModels, continuation_for,
+    run_mosaic,
+};
+use crate::request::{GenerateSpec, ScoreSpec};
+use crate::roles::Sessions;
 use llm_auction_mechanism::dist::inverse_cdf;
 use llm_auction_mechanism::logspace::{log_sum_exp, softmax};
 use llm_auction_mechanism::metrics::reward_gain;
 use llm_auction_mechanism::mosaic::{Mosaic, RewardMatrix};
 use llm_auction_mechanism::rng::{rng_from_seed, uniform_open01};
-use llm_auction_model::backend::KvBackend;
-use llm_auction_model::model::{DEFAULT_SYSTEM_PROMPT, Model};
-use llm_auction_model::runner::Generation;
+use llm_auction_model::model::DEFAULT_SYSTEM_PROMPT;
 use llm_auction_model::sampling::SamplingParams;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
@@ -231,27 +231,60 @@ fn advertisers(i: &Instance) -> Vec<Advertiser> {
         .collect()
 }
 
+/// The models behind the experiment's roles: `π_ref`, `π_gen`, and the advertisers' LLM (every
+/// advertiser of every instance is this model with its own system prompt).
+#[derive(Clone, Copy)]
+pub struct ExperimentModels<'a> {
+    /// `π_ref`.
+    pub reference: &'a dyn LanguageModel,
+    /// `π_gen`.
+    pub generator: &'a dyn LanguageModel,
+    /// `π_i`.
+    pub advertiser: &'a dyn LanguageModel,
+}
+
+impl<'a> ExperimentModels<'a> {
+    /// Every role on `model`.
+    pub fn single(model: &'a dyn LanguageModel) -> Self {
+        Self {
+            reference: model,
+            generator: model,
+            advertiser: model,
+        }
+    }
+}
+
 /// Estimates `log Z` and both optimal-sampling proxies of one query from `k` untempered and `k`
 /// tempered reference samples (see the module docs).
 ///
 /// # Errors
 /// Model errors.
-pub fn estimate_z<B: KvBackend>(
-    model: &Model<B>,
+pub fn estimate_z(
+    models: &ExperimentModels<'_>,
     inst: &Instance,
     cfg: &ExperimentConfig,
-    engine_cfg: EngineConfig,
 ) -> Result<ZEstimate> {
     let ads = advertisers(inst);
-    let ref_ids = model.encode(&model.chat_turn(DEFAULT_SYSTEM_PROMPT, &inst.query)?)?;
+    let (reference, adv_model) = (models.reference, models.advertiser);
+    let roles: Vec<(String, &dyn LanguageModel)> = vec![
+        ("reference".into(), reference),
+        ("advertisers".into(), adv_model),
+    ];
+    let mut sessions = Sessions::open(&roles)?;
+    let (ref_s, adv_s) = (sessions.of(0), sessions.of(1));
+    let ref_ids = reference
+        .chat_turn(DEFAULT_SYSTEM_PROMPT, &inst.query)
+        .and_then(|p| reference.encode(&p))
+        .map_err(sessions.err(ref_s))?;
     let adv_ids: Vec<Vec<u32>> = ads
         .iter()
         .map(|a| {
-            model
-                .encode(&model.chat_turn(&crate::mosaic::advertiser_system_prompt(a), &inst.query)?)
+            adv_model
+                .chat_turn(&crate::mosaic::advertiser_system_prompt(a), &inst.query)
+                .and_then(|p| adv_model.encode(&p))
         })
-        .collect::<std::result::Result<_, _>>()?;
-    let mut engine = Engine::new(BurnRunner::new(&model.llama), engine_cfg)?;
+        .collect::<Result<_>>()
+        .map_err(sessions.err(adv_s))?;
     let mut seeds = rng_from_seed(0x5EED_0000 + inst.id as u64);
     let tempered = SamplingParams {
         temperature: cfg.temperature,
@@ -259,47 +292,85 @@ pub fn estimate_z<B: KvBackend>(
         ..SamplingParams::default()
     };
     // K untempered samples (for log Ẑ), then K tempered ones (footnote 8); seeds drawn in that order.
-    let gens: Vec<Request> = [SamplingParams::default(), tempered]
+    let eos = reference.info().eos_ids.clone();
+    let gens: Vec<GenerateSpec> = [SamplingParams::default(), tempered]
         .into_iter()
         .flat_map(|params| std::iter::repeat_n(params, cfg.z_samples))
-        .map(|params| {
-            Request::Generate(GenerateSpec {
-                prompt: ref_ids.clone(),
-                params,
-                max_new_tokens: cfg.max_new_tokens,
-                stop: model.eos_ids().to_vec(),
-                seed: rand::Rng::next_u64(&mut seeds),
-            })
+        .map(|params| GenerateSpec {
+            prompt: ref_ids.clone(),
+            params,
+            max_new_tokens: cfg.max_new_tokens,
+            stop: eos.clone(),
+            seed: rand::Rng::next_u64(&mut seeds),
         })
         .collect();
-    let mut samples: Vec<_> = engine
-        .run_all(gens, &mut |_| {})?
-        .into_iter()
-        .filter_map(Outcome::generated)
-        .collect();
-    let tempered_samples = samples.split_off(cfg.z_samples.min(samples.len()));
-    let total = |g: &Generation| g.logprobs_raw.iter().sum::<f64>();
-    let ref_proxy =
-        tempered_samples.iter().map(total).sum::<f64>() / tempered_samples.len().max(1) as f64;
-    let log_ref: Vec<f64> = samples.iter().map(total).collect();
-    let reqs: Vec<Request> = adv_ids
+    let n = gens.len();
+    let samples = sessions
+        .get(ref_s)
+        .generate(gens, &mut |_| {})
+        .and_then(|g| crate::lm::expect_len(reference.info(), "generate", g, n))
+        .map_err(sessions.err(ref_s))?;
+    // log π_ref of every sample: reported while sampling, or else scored under π_ref.
+    let raw: Option<Vec<f64>> = samples
         .iter()
-        .flat_map(|p| {
-            samples.iter().map(|g| {
-                Request::Score(ScoreSpec {
-                    prompt: p.clone(),
+        .map(|g| g.logprobs_raw.as_ref().map(|lp| lp.iter().sum()))
+        .collect();
+    let log_ref_all = match raw {
+        Some(v) => v,
+        None => {
+            let reqs = samples
+                .iter()
+                .map(|g| ScoreSpec {
+                    prompt: ref_ids.clone(),
                     continuation: g.tokens.clone(),
                 })
+                .collect();
+            sessions
+                .get(ref_s)
+                .score(reqs, &mut |_| {})
+                .and_then(|s| crate::lm::expect_len(reference.info(), "score", s, n))
+                .map_err(sessions.err(ref_s))?
+                .into_iter()
+                .map(|s| s.total_logprob)
+                .collect()
+        }
+    };
+    let k = cfg.z_samples.min(samples.len());
+    let (log_ref, tempered_ref) = log_ref_all.split_at(k);
+    let ref_proxy = tempered_ref.iter().sum::<f64>() / tempered_ref.len().max(1) as f64;
+    let samples = &samples[..k];
+    let conts = samples
+        .iter()
+        .map(|g| {
+            let visible: Vec<u32> = g
+                .tokens
+                .iter()
+                .copied()
+                .filter(|t| !eos.contains(t))
+                .collect();
+            let text = reference.decode(&visible)?;
+            continuation_for(adv_model, reference, g, &text)
+        })
+        .collect::<Result<Vec<_>>>()
+        .map_err(sessions.err(adv_s))?;
+    let reqs: Vec<ScoreSpec> = adv_ids
+        .iter()
+        .flat_map(|p| {
+            conts.iter().map(|c| ScoreSpec {
+                prompt: p.clone(),
+                continuation: c.clone(),
             })
         })
         .collect();
-    let scores: Vec<f64> = engine
-        .run_all(reqs, &mut |_| {})?
+    let n = reqs.len();
+    let scores: Vec<f64> = sessions
+        .get(adv_s)
+        .score(reqs, &mut |_| {})
+        .and_then(|s| crate::lm::expect_len(adv_model.info(), "score", s, n))
+        .map_err(sessions.err(adv_s))?
         .into_iter()
-        .filter_map(Outcome::scored)
         .map(|s| s.total_logprob)
         .collect();
-    let k = samples.len();
     let r: Vec<f64> = (0..k)
         .map(|s| (0..ads.len()).map(|i| scores[i * k + s] - log_ref[s]).sum())
         .collect();
@@ -781,11 +852,10 @@ pub type ExperimentProgress<'a> = &'a mut dyn FnMut(usize, usize, &str);
 ///
 /// # Errors
 /// Model, mechanism and I/O errors.
-pub fn run_experiment<B: KvBackend>(
-    model: &Model<B>,
+pub fn run_experiment(
+    models: &ExperimentModels<'_>,
     instances: &[Instance],
     cfg: &ExperimentConfig,
-    engine_cfg: EngineConfig,
     store: &mut Store,
     progress: ExperimentProgress<'_>,
 ) -> Result<()> {
@@ -808,7 +878,7 @@ pub fn run_experiment<B: KvBackend>(
                 let z = match store.z(inst.id) {
                     Some(z) => z,
                     None => {
-                        let z = estimate_z(model, inst, cfg, engine_cfg)?;
+                        let z = estimate_z(models, inst, cfg)?;
                         store.put_z(z)?;
                         z
                     }
@@ -824,14 +894,13 @@ pub fn run_experiment<B: KvBackend>(
                     importance: cfg.importance,
                     ..MosaicConfig::default()
                 };
-                let report = run_mosaic(
-                    model,
-                    &inst.query,
-                    &advertisers(inst),
-                    &mcfg,
-                    engine_cfg,
-                    &mut |_, _, _| {},
-                )?;
+                let ads = advertisers(inst);
+                let roles = MosaicModels {
+                    reference: models.reference,
+                    generator: models.generator,
+                    advertisers: vec![models.advertiser; ads.len()],
+                };
+                let report = run_mosaic(&roles, &inst.query, &ads, &mcfg, &mut |_, _, _| {})?;
                 let rows = instance_rows(inst, seed, g, &report.candidates, &z, cfg)?;
                 store.put_instance(inst.id, seed, g, &rows)?;
                 finished += 1;

@@ -20,15 +20,15 @@
 //! its limit is `π_r` reweighted by `q/π_gen`, which is not the optimum when `T ≠ 1` or `p < 1`. DSIC
 //! holds either way (it holds for any fixed weights).
 
-use crate::engine::{Engine, EngineConfig, EngineTotals, StepStats};
+use crate::engine::StepStats;
 use crate::error::{EngineError, Result};
-use crate::request::{GenerateSpec, Outcome, Request, ScoreSpec};
-use crate::runner::BurnRunner;
+use crate::lm::{LanguageModel, Sample, SessionCounters};
+use crate::request::{GenerateSpec, ScoreSpec};
+use crate::roles::{RoleModel, Sessions};
 use llm_auction_mechanism::mosaic::{Mosaic, RewardMatrix, draw_winner};
 use llm_auction_mechanism::rewards::reward_from_logprobs;
 use llm_auction_mechanism::rng::rng_from_seed;
-use llm_auction_model::backend::KvBackend;
-use llm_auction_model::model::{DEFAULT_SYSTEM_PROMPT, Model};
+use llm_auction_model::model::DEFAULT_SYSTEM_PROMPT;
 use llm_auction_model::runner::FinishReason;
 use llm_auction_model::sampling::SamplingParams;
 use rand::Rng;
@@ -150,8 +150,9 @@ pub struct Candidate {
     pub finish: FinishReason,
     /// `log π_ref(y)`.
     pub log_ref: f64,
-    /// `log q(y)` under the proposal sampled from.
-    pub log_q: f64,
+    /// `log q(y)` under the proposal sampled from (`None` when the generator's backend does not
+    /// report it).
+    pub log_q: Option<f64>,
     /// `log π_gen(y)` (untempered generator prompt).
     pub log_gen: f64,
     /// `log π_i(y)` for every advertiser.
@@ -219,34 +220,12 @@ pub struct MosaicReport {
     pub results: Vec<AdvertiserResult>,
     /// `Σ p_i`.
     pub revenue: f64,
-    /// Engine counters of the run.
-    pub engine: EngineStats,
+    /// Which model served each role.
+    pub models: Vec<RoleModel>,
+    /// Counters of the run, summed over the models' sessions.
+    pub engine: SessionCounters,
     /// Wall-clock costs.
     pub timings: Timings,
-}
-
-/// Engine counters (serialisable copy of [`EngineTotals`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct EngineStats {
-    /// Forward passes.
-    pub passes: u64,
-    /// Tokens computed.
-    pub tokens: u64,
-    /// Preemptions.
-    pub preemptions: u64,
-    /// KV blocks reused from the prefix cache.
-    pub cache_hit_blocks: u64,
-}
-
-impl From<EngineTotals> for EngineStats {
-    fn from(t: EngineTotals) -> Self {
-        Self {
-            passes: t.passes,
-            tokens: t.tokens,
-            preemptions: t.preemptions,
-            cache_hit_blocks: t.cache_hit_blocks,
-        }
-    }
 }
 
 /// The phases reported to the progress callback.
@@ -324,75 +303,144 @@ fn check(cfg: &MosaicConfig, query: &str, ads: &[Advertiser]) -> Result<Vec<f64>
     Ok(tau_i)
 }
 
-/// How the forward passes of an auction are executed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Execution {
-    /// Through the engine: batched, scheduled, prompts shared through the prefix cache.
-    Scheduled(EngineConfig),
-    /// The baseline of the engine benchmark: each candidate generated alone and each scoring run
-    /// alone, recomputing its prompt (no batching, no prefix reuse). Same prompts, seeds, candidates
-    /// and mechanism.
-    Naive,
+/// The models behind MOSAIC's roles: the reference LLM `π_ref`, the context-aware generator
+/// `π_gen`, and each advertiser's LLM `π_i` (in advertiser order). Roles may share a model.
+#[derive(Clone)]
+pub struct MosaicModels<'a> {
+    /// `π_ref`.
+    pub reference: &'a dyn LanguageModel,
+    /// `π_gen` (used with [`Generator::ContextAware`]).
+    pub generator: &'a dyn LanguageModel,
+    /// `π_i`, one per advertiser.
+    pub advertisers: Vec<&'a dyn LanguageModel>,
 }
 
-/// Runs one MOSAIC auction on `model` through the engine.
+impl<'a> MosaicModels<'a> {
+    /// Every role on `model` (the setting of the paper's experiments).
+    pub fn single(model: &'a dyn LanguageModel, advertisers: usize) -> Self {
+        Self {
+            reference: model,
+            generator: model,
+            advertisers: vec![model; advertisers],
+        }
+    }
+}
+
+/// A candidate's tokens in the scoring model's own vocabulary: the generated ids when the scorer is
+/// the model that generated it, otherwise its text re-tokenized by the scorer (with the scorer's
+/// end-of-sequence token when generation stopped there).
+pub fn continuation_for(
+    scorer: &dyn LanguageModel,
+    sampler: &dyn LanguageModel,
+    sample: &Sample,
+    text: &str,
+) -> Result<Vec<u32>> {
+    if scorer.info().name == sampler.info().name {
+        return Ok(sample.tokens.clone());
+    }
+    let mut ids = scorer.encode(text)?;
+    if sample.finish == FinishReason::Stop
+        && let Some(&eos) = scorer.info().eos_ids.first()
+    {
+        ids.push(eos);
+    }
+    Ok(ids)
+}
+
+/// Runs one MOSAIC auction with each role on its model (one session per distinct model).
 ///
 /// # Errors
-/// [`EngineError::Auction`] for unusable input (no advertisers, `M = 0`, `τ <= 0`, ...),
-/// [`EngineError::PromptTooLong`] when a prompt plus `max_new_tokens` exceeds the context, and
-/// model or mechanism errors.
-pub fn run_mosaic<B: KvBackend>(
-    model: &Model<B>,
+/// [`EngineError::Auction`] for unusable input (no advertisers, `M = 0`, `τ <= 0`, a generator
+/// without proposal log-probabilities under [`Importance::Proposal`], ...),
+/// [`EngineError::PromptTooLong`] when a prompt plus `max_new_tokens` exceeds a context, and model
+/// errors, wrapped in [`EngineError::Role`] naming the roles and the model.
+pub fn run_mosaic(
+    models: &MosaicModels<'_>,
     query: &str,
     ads: &[Advertiser],
     cfg: &MosaicConfig,
-    engine_cfg: EngineConfig,
-    progress: &mut dyn FnMut(Phase, usize, usize),
-) -> Result<MosaicReport> {
-    run_mosaic_with(
-        model,
-        query,
-        ads,
-        cfg,
-        Execution::Scheduled(engine_cfg),
-        progress,
-    )
-}
-
-/// [`run_mosaic`] with an explicit [`Execution`] (the benchmark compares the two).
-///
-/// # Errors
-/// As [`run_mosaic`].
-pub fn run_mosaic_with<B: KvBackend>(
-    model: &Model<B>,
-    query: &str,
-    ads: &[Advertiser],
-    cfg: &MosaicConfig,
-    execution: Execution,
     progress: &mut dyn FnMut(Phase, usize, usize),
 ) -> Result<MosaicReport> {
     let start = Instant::now();
     let tau_i = check(cfg, query, ads)?;
+    if models.advertisers.len() != ads.len() {
+        return Err(EngineError::Auction {
+            field: "advertiser-model",
+            message: format!(
+                "{} advertiser models for {} advertisers",
+                models.advertisers.len(),
+                ads.len()
+            ),
+        });
+    }
+    let sampler = match cfg.generator {
+        Generator::ContextAware => models.generator,
+        Generator::Reference => models.reference,
+    };
+    if cfg.importance == Importance::Proposal && !sampler.info().proposal_logprobs {
+        return Err(EngineError::Auction {
+            field: "importance",
+            message: format!(
+                "the generator's model {:?} ({}) does not report the proposal's log-probabilities; \
+                 use --importance raw",
+                sampler.info().name,
+                sampler.info().kind
+            ),
+        });
+    }
+    let mut roles: Vec<(String, &dyn LanguageModel)> = vec![
+        ("reference".into(), models.reference),
+        ("generator".into(), models.generator),
+    ];
+    for (a, m) in ads.iter().zip(&models.advertisers) {
+        roles.push((format!("advertiser {}", a.name), *m));
+    }
+    let mut sessions = Sessions::open(&roles)?;
+    let (ref_s, gen_s) = (sessions.of(0), sessions.of(1));
+    let sampler_s = match cfg.generator {
+        Generator::ContextAware => gen_s,
+        Generator::Reference => ref_s,
+    };
+    let adv_s: Vec<usize> = (0..ads.len()).map(|i| sessions.of(2 + i)).collect();
+
     let prompts = Prompts {
-        reference: model.chat_turn(DEFAULT_SYSTEM_PROMPT, query)?,
-        generator: model.chat_turn(&generator_system_prompt(ads), query)?,
+        reference: models
+            .reference
+            .chat_turn(DEFAULT_SYSTEM_PROMPT, query)
+            .map_err(sessions.err(ref_s))?,
+        generator: models
+            .generator
+            .chat_turn(&generator_system_prompt(ads), query)
+            .map_err(sessions.err(gen_s))?,
         advertisers: ads
             .iter()
-            .map(|a| model.chat_turn(&advertiser_system_prompt(a), query))
-            .collect::<std::result::Result<_, _>>()?,
+            .zip(&models.advertisers)
+            .zip(&adv_s)
+            .map(|((a, m), &s)| {
+                m.chat_turn(&advertiser_system_prompt(a), query)
+                    .map_err(sessions.err(s))
+            })
+            .collect::<Result<_>>()?,
     };
-    let ref_ids = model.encode(&prompts.reference)?;
+    let ref_ids = models
+        .reference
+        .encode(&prompts.reference)
+        .map_err(sessions.err(ref_s))?;
     let gen_ids = match cfg.generator {
-        Generator::ContextAware => model.encode(&prompts.generator)?,
+        Generator::ContextAware => models
+            .generator
+            .encode(&prompts.generator)
+            .map_err(sessions.err(gen_s))?,
         Generator::Reference => ref_ids.clone(),
     };
     let adv_ids: Vec<Vec<u32>> = prompts
         .advertisers
         .iter()
-        .map(|p| model.encode(p))
-        .collect::<std::result::Result<_, _>>()?;
-    let eos = model.eos_ids().to_vec();
-    let mut exec = Executor::new(model, execution)?;
+        .zip(&models.advertisers)
+        .zip(&adv_s)
+        .map(|((p, m), &s)| m.encode(p).map_err(sessions.err(s)))
+        .collect::<Result<_>>()?;
+    let eos = sampler.info().eos_ids.clone();
 
     // 1. Candidates.
     let mut seeds = rng_from_seed(cfg.seed);
@@ -402,61 +450,102 @@ pub fn run_mosaic_with<B: KvBackend>(
         top_k: 0,
         greedy: false,
     };
-    let gen_reqs: Vec<Request> = (0..cfg.m)
-        .map(|_| {
-            Request::Generate(GenerateSpec {
-                prompt: gen_ids.clone(),
-                params,
-                max_new_tokens: cfg.max_new_tokens,
-                stop: eos.clone(),
-                seed: seeds.next_u64(),
-            })
+    let gen_reqs: Vec<GenerateSpec> = (0..cfg.m)
+        .map(|_| GenerateSpec {
+            prompt: gen_ids.clone(),
+            params,
+            max_new_tokens: cfg.max_new_tokens,
+            stop: eos.clone(),
+            seed: seeds.next_u64(),
         })
         .collect();
     let final_seed = seeds.next_u64();
     let t_gen = Instant::now();
     let most = cfg.m * cfg.max_new_tokens;
     let mut generated = 0usize;
-    let outs = exec.run(gen_reqs, &mut |s: &StepStats| {
-        generated += s.sampled;
-        progress(Phase::Generating, generated.min(most), most);
-    })?;
-    let gens: Vec<_> = outs.into_iter().filter_map(Outcome::generated).collect();
+    let gens = sessions
+        .get(sampler_s)
+        .generate(gen_reqs, &mut |s: &StepStats| {
+            generated += s.sampled;
+            progress(Phase::Generating, generated.min(most), most);
+        })
+        .map_err(sessions.err(sampler_s))?;
+    let gens = crate::lm::expect_len(sampler.info(), "generate", gens, cfg.m)
+        .map_err(sessions.err(sampler_s))?;
     let generation_seconds = t_gen.elapsed().as_secs_f64();
     let generated_tokens: usize = gens.iter().map(|g| g.tokens.len()).sum();
-
-    // 2. Scores under every prompt (the generator's own prompt is π_ref's in Algorithm 1).
-    let mut score_prompts: Vec<&Vec<u32>> = vec![&ref_ids];
-    if cfg.generator == Generator::ContextAware {
-        score_prompts.push(&gen_ids);
-    }
-    score_prompts.extend(adv_ids.iter());
-    let reqs: Vec<Request> = score_prompts
+    let texts: Vec<String> = gens
         .iter()
-        .flat_map(|p| {
-            gens.iter().map(|g| {
-                Request::Score(ScoreSpec {
-                    prompt: (*p).clone(),
-                    continuation: g.tokens.clone(),
-                })
-            })
+        .map(|g| {
+            let visible: Vec<u32> = g
+                .tokens
+                .iter()
+                .copied()
+                .filter(|t| !eos.contains(t))
+                .collect();
+            sampler.decode(&visible).map_err(sessions.err(sampler_s))
         })
-        .collect();
-    let total_scores = reqs.len();
-    let tokens_before = exec.tokens();
+        .collect::<Result<_>>()?;
+
+    // 2. Scores under every prompt (the generator's own prompt is π_ref's in Algorithm 1). Each
+    //    scoring role's requests go to its model's session; the order within a session is the
+    //    global order, so a single model sees exactly the requests it always did.
+    let mut scorers: Vec<(usize, &dyn LanguageModel, &Vec<u32>)> =
+        vec![(ref_s, models.reference, &ref_ids)];
+    if cfg.generator == Generator::ContextAware {
+        scorers.push((gen_s, models.generator, &gen_ids));
+    }
+    for (i, m) in models.advertisers.iter().enumerate() {
+        scorers.push((adv_s[i], *m, &adv_ids[i]));
+    }
+    let mut continuations: Vec<Option<Vec<Vec<u32>>>> = vec![None; sessions.len()];
+    let mut per_session: Vec<Vec<(usize, ScoreSpec)>> = vec![vec![]; sessions.len()];
+    for (k, &(s, scorer, prompt)) in scorers.iter().enumerate() {
+        if continuations[s].is_none() {
+            let conts = gens
+                .iter()
+                .zip(&texts)
+                .map(|(g, t)| continuation_for(scorer, sampler, g, t))
+                .collect::<Result<Vec<_>>>()
+                .map_err(sessions.err(s))?;
+            continuations[s] = Some(conts);
+        }
+        for (j, c) in continuations[s].iter().flatten().enumerate() {
+            per_session[s].push((
+                k * cfg.m + j,
+                ScoreSpec {
+                    prompt: prompt.clone(),
+                    continuation: c.clone(),
+                },
+            ));
+        }
+    }
+    let total_scores = scorers.len() * cfg.m;
+    let tokens_before = sessions.counters().tokens;
     let t_score = Instant::now();
     let mut done = 0usize;
-    let scores = exec.run(reqs, &mut |s: &StepStats| {
-        done += s.finished;
-        progress(Phase::Scoring, done, total_scores);
-    })?;
+    let mut totals = vec![0.0; total_scores];
+    for (s, reqs) in per_session.into_iter().enumerate() {
+        if reqs.is_empty() {
+            continue;
+        }
+        let (slots, specs): (Vec<usize>, Vec<ScoreSpec>) = reqs.into_iter().unzip();
+        let n = specs.len();
+        let scored = sessions
+            .get(s)
+            .score(specs, &mut |st: &StepStats| {
+                done += st.finished;
+                progress(Phase::Scoring, done, total_scores);
+            })
+            .map_err(sessions.err(s))?;
+        let scored = crate::lm::expect_len(sessions.model(s).info(), "score", scored, n)
+            .map_err(sessions.err(s))?;
+        for (slot, sc) in slots.into_iter().zip(scored) {
+            totals[slot] = sc.total_logprob;
+        }
+    }
     let scoring_seconds = t_score.elapsed().as_secs_f64();
-    let scoring_tokens = exec.tokens() - tokens_before;
-    let totals: Vec<f64> = scores
-        .into_iter()
-        .filter_map(Outcome::scored)
-        .map(|s| s.total_logprob)
-        .collect();
+    let scoring_tokens = sessions.counters().tokens - tokens_before;
     let m = cfg.m;
     let log_ref = &totals[..m];
     let (log_gen, adv_offset): (Vec<f64>, usize) = match cfg.generator {
@@ -469,10 +558,10 @@ pub fn run_mosaic_with<B: KvBackend>(
     let mut rows = vec![vec![0.0; m]; ads.len()];
     let mut candidates = Vec::with_capacity(m);
     let mut lw = Vec::with_capacity(m);
-    for (j, g) in gens.iter().enumerate() {
-        let log_q: f64 = g.logprobs_proposal.iter().sum();
+    for (j, (g, text)) in gens.iter().zip(texts).enumerate() {
+        let log_q: Option<f64> = g.logprobs_proposal.as_ref().map(|lp| lp.iter().sum());
         let weight = match cfg.importance {
-            Importance::Proposal => log_ref[j] - log_q,
+            Importance::Proposal => log_ref[j] - log_q.ok_or_else(no_proposal)?,
             Importance::Raw => log_ref[j] - log_gen[j],
         };
         let mut rewards = Vec::with_capacity(ads.len());
@@ -482,14 +571,8 @@ pub fn run_mosaic_with<B: KvBackend>(
             rewards.push(r);
         }
         lw.push(weight);
-        let visible: Vec<u32> = g
-            .tokens
-            .iter()
-            .copied()
-            .filter(|t| !eos.contains(t))
-            .collect();
         candidates.push(Candidate {
-            text: model.decode(&visible)?,
+            text,
             tokens: g.tokens.clone(),
             finish: g.finish,
             log_ref: log_ref[j],
@@ -537,123 +620,18 @@ pub fn run_mosaic_with<B: KvBackend>(
         winner,
         results,
         revenue: out.revenue,
-        engine: exec.stats(),
+        models: sessions.role_models(),
+        engine: sessions.counters(),
         timings,
     })
 }
 
-/// Runs requests either through one engine or one at a time (see [`Execution`]).
-enum Executor<'m, B: KvBackend> {
-    Scheduled(Box<Engine<BurnRunner<'m, B>>>),
-    Naive {
-        model: &'m Model<B>,
-        tokens: u64,
-        passes: u64,
-    },
-}
-
-impl<'m, B: KvBackend> Executor<'m, B> {
-    fn new(model: &'m Model<B>, execution: Execution) -> Result<Self> {
-        Ok(match execution {
-            Execution::Scheduled(cfg) => {
-                Executor::Scheduled(Box::new(Engine::new(BurnRunner::new(&model.llama), cfg)?))
-            }
-            Execution::Naive => Executor::Naive {
-                model,
-                tokens: 0,
-                passes: 0,
-            },
-        })
-    }
-
-    fn run(
-        &mut self,
-        reqs: Vec<Request>,
-        on_step: &mut dyn FnMut(&StepStats),
-    ) -> Result<Vec<Outcome>> {
-        match self {
-            Executor::Scheduled(engine) => engine.run_all(reqs, on_step),
-            Executor::Naive {
-                model,
-                tokens,
-                passes,
-            } => {
-                use llm_auction_model::runner::{
-                    GenerateRequest, RunnerConfig, ScoreRequest, generate, score,
-                };
-                // One sequence per pass, fresh cache per request: no batching, no prefix reuse.
-                let one = RunnerConfig {
-                    max_batch: 1,
-                    ..RunnerConfig::default()
-                };
-                let mut out = Vec::with_capacity(reqs.len());
-                for r in reqs {
-                    match r {
-                        Request::Generate(g) => {
-                            let req = GenerateRequest {
-                                prompt: g.prompt.clone(),
-                                params: g.params,
-                                max_new_tokens: g.max_new_tokens,
-                                stop: g.stop,
-                                seed: g.seed,
-                            };
-                            let produced =
-                                generate(&model.llama, &[req], &one, &mut |_| {})?.remove(0);
-                            *tokens += (g.prompt.len() + produced.tokens.len()) as u64;
-                            *passes += 1 + produced.tokens.len() as u64;
-                            on_step(&StepStats {
-                                sampled: produced.tokens.len(),
-                                finished: 1,
-                                ..Default::default()
-                            });
-                            out.push(Outcome::Generated(produced));
-                        }
-                        Request::Score(s) => {
-                            *tokens += (s.prompt.len() + s.continuation.len()) as u64;
-                            *passes += 1;
-                            let req = ScoreRequest {
-                                prompt: s.prompt,
-                                continuation: s.continuation,
-                                top_k: 0,
-                            };
-                            let r = score(&model.llama, &[req], &one)?.remove(0);
-                            on_step(&StepStats {
-                                finished: 1,
-                                ..Default::default()
-                            });
-                            out.push(Outcome::Scored(crate::request::Scored {
-                                token_logprobs: r.token_logprobs,
-                                total_logprob: r.total_logprob,
-                            }));
-                        }
-                        Request::Joint(_) => {
-                            return Err(EngineError::Config(
-                                "joint requests need the engine".into(),
-                            ));
-                        }
-                    }
-                }
-                Ok(out)
-            }
-        }
-    }
-
-    fn tokens(&self) -> u64 {
-        match self {
-            Executor::Scheduled(e) => e.totals().tokens,
-            Executor::Naive { tokens, .. } => *tokens,
-        }
-    }
-
-    fn stats(&self) -> EngineStats {
-        match self {
-            Executor::Scheduled(e) => e.totals().into(),
-            Executor::Naive { tokens, passes, .. } => EngineStats {
-                passes: *passes,
-                tokens: *tokens,
-                preemptions: 0,
-                cache_hit_blocks: 0,
-            },
-        }
+/// A generation without proposal log-probabilities under `--importance proposal` (the check at the
+/// start of [`run_mosaic`] refuses such generators; a backend may still omit them).
+fn no_proposal() -> EngineError {
+    EngineError::Auction {
+        field: "importance",
+        message: "the generator reported no proposal log-probabilities; use --importance raw"
+            .into(),
     }
 }

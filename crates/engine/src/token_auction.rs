@@ -7,16 +7,15 @@
 //! draws the token from the auction's seeded stream and charges per-token payments, and the token is
 //! appended to every agent's sequence. Decoding stops at the end-of-sequence token or the limit.
 
-use crate::engine::{Engine, EngineConfig, StepStats};
+use crate::engine::StepStats;
 use crate::error::{EngineError, Result};
-use crate::request::{JointDecider, JointSpec, Outcome, Request};
-use crate::runner::BurnRunner;
+use crate::lm::{LanguageModel, joint};
+use crate::request::{JointDecider, JointOutput, JointSpec};
+use crate::roles::{RoleModel, Sessions};
 use llm_auction_mechanism::aggregate::{Aggregation, Bids};
 use llm_auction_mechanism::dist::Distribution;
 use llm_auction_mechanism::rng::rng_from_seed;
 use llm_auction_mechanism::token_auction::{PaymentRule, TokenAuction, TokenAuctionRun};
-use llm_auction_model::backend::KvBackend;
-use llm_auction_model::model::Model;
 use llm_auction_model::runner::FinishReason;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -129,6 +128,8 @@ pub struct TokenAuctionReport {
     pub finish: FinishReason,
     /// Every step.
     pub steps: Vec<TokenStep>,
+    /// Which model served each agent.
+    pub models: Vec<RoleModel>,
     /// Each agent's total spend: the sum of its per-token payments.
     pub total_payments: Vec<f64>,
     /// Wall-clock seconds.
@@ -179,7 +180,7 @@ impl JointDecider for AuctionDecider {
 /// A prepared auction: the joint request (taken when submitted), the log its decider fills, and
 /// what the report needs.
 struct Prepared {
-    request: Option<Request>,
+    request: Option<JointSpec>,
     log: StepLog,
     prompts: Vec<String>,
     query: String,
@@ -188,15 +189,64 @@ struct Prepared {
 }
 
 impl Prepared {
-    fn take_request(&mut self) -> Result<Request> {
+    fn take_request(&mut self) -> Result<JointSpec> {
         self.request
             .take()
             .ok_or_else(|| EngineError::Config("request already submitted".into()))
     }
 }
 
-fn prepare<B: KvBackend>(
-    model: &Model<B>,
+/// The models behind the agents: one per agent, in agent order. Agents may share a model; agents on
+/// different models must share one tokenizer (checked by [`vocab_fingerprint`]).
+///
+/// [`vocab_fingerprint`]: crate::lm::vocab_fingerprint
+pub type AgentModels<'a> = [&'a dyn LanguageModel];
+
+/// The stop ids of the agents' models (in order of first appearance).
+fn stop_ids(models: &AgentModels<'_>) -> Vec<u32> {
+    let mut stop = Vec::new();
+    for m in models {
+        for &t in &m.info().eos_ids {
+            if !stop.contains(&t) {
+                stop.push(t);
+            }
+        }
+    }
+    stop
+}
+
+/// Checks that the agents' models share one vocabulary.
+fn check_vocabularies(agents: &[Agent], models: &AgentModels<'_>) -> Result<()> {
+    let first = models[0];
+    let mut seen: Vec<&str> = vec![&first.info().name];
+    let reference = first.vocab_fingerprint()?;
+    for (a, m) in agents.iter().zip(models).skip(1) {
+        if seen.contains(&m.info().name.as_str()) {
+            continue;
+        }
+        seen.push(&m.info().name);
+        if m.info().vocab_size != first.info().vocab_size || m.vocab_fingerprint()? != reference {
+            return Err(EngineError::Auction {
+                field: "agent-model",
+                message: format!(
+                    "agent {}'s model {:?} has another tokenizer than agent {}'s model {:?} \
+                     (vocabularies of {} and {} tokens, or different token ids); the token auction \
+                     needs one vocabulary",
+                    a.name,
+                    m.info().name,
+                    agents[0].name,
+                    first.info().name,
+                    m.info().vocab_size,
+                    first.info().vocab_size
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn prepare(
+    models: &AgentModels<'_>,
     query: &str,
     agents: &[Agent],
     cfg: &TokenAuctionConfig,
@@ -213,6 +263,12 @@ fn prepare<B: KvBackend>(
             message: "at least one agent is needed".into(),
         });
     }
+    if models.len() != agents.len() {
+        return Err(EngineError::Auction {
+            field: "agent-model",
+            message: format!("{} agent models for {} agents", models.len(), agents.len()),
+        });
+    }
     if cfg.max_new_tokens == 0 {
         return Err(EngineError::Auction {
             field: "max_new_tokens",
@@ -221,26 +277,28 @@ fn prepare<B: KvBackend>(
     }
     let bids = Bids::new(agents.iter().map(|a| a.bid).collect())?;
     let rule = TokenAuction::new(cfg.aggregation, cfg.payment);
-    rule.validate(model.config().vocab_size)?;
+    rule.validate(models[0].info().vocab_size)?;
     let prompts: Vec<String> = agents
         .iter()
-        .map(|a| model.chat_turn(&a.system(), query))
-        .collect::<std::result::Result<_, _>>()?;
+        .zip(models)
+        .map(|(a, m)| m.chat_turn(&a.system(), query))
+        .collect::<Result<_>>()?;
     let ids = prompts
         .iter()
-        .map(|p| model.encode(p))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
+        .zip(models)
+        .map(|(p, m)| m.encode(p))
+        .collect::<Result<Vec<_>>>()?;
     let log: StepLog = Arc::new(Mutex::new(Vec::new()));
     let decider = AuctionDecider {
         run: TokenAuctionRun::new(rule, bids, rng_from_seed(cfg.seed)),
         log: log.clone(),
     };
-    let request = Request::Joint(JointSpec {
+    let request = JointSpec {
         prompts: ids,
         max_new_tokens: cfg.max_new_tokens,
-        stop: model.eos_ids().to_vec(),
+        stop: stop_ids(models),
         decider: Box::new(decider),
-    });
+    };
     Ok(Prepared {
         request: Some(request),
         log,
@@ -251,15 +309,14 @@ fn prepare<B: KvBackend>(
     })
 }
 
-fn report<B: KvBackend>(
-    model: &Model<B>,
+fn report(
+    models: &AgentModels<'_>,
+    roles: Vec<RoleModel>,
     p: Prepared,
-    outcome: Outcome,
+    joint: JointOutput,
     seconds: f64,
 ) -> Result<TokenAuctionReport> {
-    let joint = outcome
-        .joint()
-        .ok_or_else(|| EngineError::Config("the joint request produced no joint outcome".into()))?;
+    let text_model = models[0];
     let log = p.log.lock().map(|l| l.clone()).unwrap_or_default();
     let mut total = vec![0.0; p.agents.len()];
     let mut steps = Vec::with_capacity(log.len());
@@ -272,56 +329,105 @@ fn report<B: KvBackend>(
         total.iter_mut().zip(&payments).for_each(|(t, x)| *t += x);
         steps.push(TokenStep {
             token,
-            piece: model.decode(&[token])?,
+            piece: text_model.decode(&[token])?,
             winner,
             payments,
         });
     }
+    let stop = stop_ids(models);
     let visible: Vec<u32> = joint
         .tokens
         .iter()
         .copied()
-        .filter(|t| !model.eos_ids().contains(t))
+        .filter(|t| !stop.contains(t))
         .collect();
     Ok(TokenAuctionReport {
         query: p.query,
         agents: p.agents,
         config: p.cfg,
         prompts: p.prompts,
-        text: model.decode(&visible)?,
+        text: text_model.decode(&visible)?,
         finish: joint.finish,
         steps,
+        models: roles,
         total_payments: total,
         seconds,
     })
 }
 
-/// Runs one token auction.
+/// Opens the sessions of the agents' models: `(sessions, session of each agent)`.
+fn open_sessions<'a>(
+    models: &AgentModels<'a>,
+    agents: &[Agent],
+) -> Result<(Sessions<'a>, Vec<usize>)> {
+    let roles: Vec<(String, &dyn LanguageModel)> = agents
+        .iter()
+        .zip(models)
+        .map(|(a, m)| (format!("agent {}", a.name), *m))
+        .collect();
+    let sessions = Sessions::open(&roles)?;
+    let of = (0..roles.len()).map(|i| sessions.of(i)).collect();
+    Ok((sessions, of))
+}
+
+/// Runs joint decodings: on the one session when every agent is on one model (the engine steps
+/// them together), otherwise step by step over every model's next-token rows.
+fn decode_all(
+    sessions: &mut Sessions<'_>,
+    agent_session: &[usize],
+    specs: Vec<JointSpec>,
+    on_step: &mut dyn FnMut(&StepStats),
+) -> Result<Vec<JointOutput>> {
+    if sessions.len() == 1 {
+        return sessions
+            .get(0)
+            .joint(specs, on_step)
+            .map_err(|e| sessions.wrap(0, e));
+    }
+    let (members, joints) = joint::plan(specs, &|i| agent_session[i]);
+    let n = sessions.len();
+    let mut rows = |s: usize, ctx: &[Vec<u32>]| {
+        let got = sessions.get(s).next_token_logprobs(ctx);
+        got.map_err(|e| sessions.wrap(s, e))
+    };
+    joint::decode(n, &mut rows, &members, joints, on_step)
+}
+
+/// Runs one token auction, each agent on its model.
 ///
 /// # Errors
-/// [`EngineError::Auction`] for unusable input, mechanism errors (all-zero bids, second price with
-/// log-linear aggregation over more than two tokens), model errors.
-pub fn run_token_auction<B: KvBackend>(
-    model: &Model<B>,
+/// [`EngineError::Auction`] for unusable input (agents on models with different tokenizers among
+/// them), mechanism errors (all-zero bids, second price with log-linear aggregation over more than
+/// two tokens), model errors.
+pub fn run_token_auction(
+    models: &AgentModels<'_>,
     query: &str,
     agents: &[Agent],
     cfg: &TokenAuctionConfig,
-    engine_cfg: EngineConfig,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<TokenAuctionReport> {
     let start = Instant::now();
-    let mut p = prepare(model, query, agents, cfg)?;
-    let mut engine = Engine::new(BurnRunner::new(&model.llama), engine_cfg)?;
+    let mut p = prepare(models, query, agents, cfg)?;
+    let (mut sessions, of) = open_sessions(models, agents)?;
+    if sessions.len() > 1 {
+        check_vocabularies(agents, models)?;
+    }
     let mut n = 0;
-    let outs = engine.run_all(vec![p.take_request()?], &mut |s: &StepStats| {
-        n += s.sampled;
-        progress(n, cfg.max_new_tokens);
-    })?;
-    let outcome = outs
+    let outs = decode_all(
+        &mut sessions,
+        &of,
+        vec![p.take_request()?],
+        &mut |s: &StepStats| {
+            n += s.sampled;
+            progress(n, cfg.max_new_tokens);
+        },
+    )?;
+    let joint = outs
         .into_iter()
         .next()
         .ok_or_else(|| EngineError::Config("no outcome".into()))?;
-    report(model, p, outcome, start.elapsed().as_secs_f64())
+    let roles = sessions.role_models();
+    report(models, roles, p, joint, start.elapsed().as_secs_f64())
 }
 
 /// One row of the two-agent λ sweep.
@@ -352,12 +458,11 @@ pub struct SweepConfig {
 /// # Errors
 /// As [`run_token_auction`]; [`EngineError::Auction`] unless there are exactly two agents and
 /// `K >= 2`.
-pub fn lambda_sweep<B: KvBackend>(
-    model: &Model<B>,
+pub fn lambda_sweep(
+    models: &AgentModels<'_>,
     query: &str,
     agents: &[Agent],
     sweep: SweepConfig,
-    engine_cfg: EngineConfig,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Vec<(Aggregation, Vec<SweepRow>)>> {
     let k = sweep.points;
@@ -368,8 +473,12 @@ pub fn lambda_sweep<B: KvBackend>(
         });
     }
     let start = Instant::now();
-    let mut engine = Engine::new(BurnRunner::new(&model.llama), engine_cfg)?;
+    let (mut sessions, of) = open_sessions(models, agents)?;
+    if sessions.len() > 1 {
+        check_vocabularies(agents, models)?;
+    }
     let mut jobs = Vec::new();
+    let mut specs = Vec::new();
     for aggregation in [Aggregation::Linear, Aggregation::LogLinear] {
         let payment = match aggregation {
             Aggregation::Linear => PaymentRule::SecondPrice,
@@ -386,27 +495,25 @@ pub fn lambda_sweep<B: KvBackend>(
                 max_new_tokens: sweep.max_new_tokens,
                 seed: sweep.seed,
             };
-            let mut p = prepare(model, query, &pair, &cfg)?;
-            let id = engine.submit(p.take_request()?)?;
-            jobs.push((aggregation, lambda, p, id));
+            let mut p = prepare(models, query, &pair, &cfg)?;
+            specs.push(p.take_request()?);
+            jobs.push((aggregation, lambda, p));
         }
     }
     let total = jobs.len() * sweep.max_new_tokens;
     let mut done = 0;
-    while engine.has_unfinished() {
-        done += engine.step()?.sampled;
+    let outs = decode_all(&mut sessions, &of, specs, &mut |s: &StepStats| {
+        done += s.sampled;
         progress(done.min(total), total);
-    }
+    })?;
     let seconds = start.elapsed().as_secs_f64();
+    let roles = sessions.role_models();
     let mut linear = Vec::with_capacity(k);
     let mut log_linear = Vec::with_capacity(k);
-    for (aggregation, lambda, p, id) in jobs {
-        let outcome = engine
-            .take_outcome(id)
-            .ok_or_else(|| EngineError::Config("missing outcome".into()))?;
+    for ((aggregation, lambda, p), joint) in jobs.into_iter().zip(outs) {
         let row = SweepRow {
             lambda,
-            report: report(model, p, outcome, seconds)?,
+            report: report(models, roles.clone(), p, joint, seconds)?,
         };
         match aggregation {
             Aggregation::Linear => linear.push(row),

@@ -4,7 +4,11 @@
 
 use llm_auction_engine::EngineError;
 use llm_auction_engine::engine::EngineConfig;
-use llm_auction_engine::mosaic::{Advertiser, Generator, Importance, MosaicConfig, run_mosaic};
+use llm_auction_engine::lm::LanguageModel;
+use llm_auction_engine::lm::local::EngineModel;
+use llm_auction_engine::mosaic::{
+    Advertiser, Generator, Importance, MosaicConfig, MosaicModels, run_mosaic,
+};
 use llm_auction_engine::token_auction::{
     Agent, TokenAuctionConfig, lambda_sweep, run_token_auction,
 };
@@ -14,8 +18,14 @@ use llm_auction_mechanism::token_auction::PaymentRule;
 use llm_auction_model::CpuBackend;
 use llm_auction_model::model::Model;
 use llm_auction_model::testing::{random_weights, tiny_config, write_gguf};
+use std::sync::Arc;
 
-fn tiny() -> (tempfile::TempDir, Model<CpuBackend>) {
+fn tiny() -> (tempfile::TempDir, EngineModel<CpuBackend>) {
+    tiny_with(small())
+}
+
+/// The tiny model behind the request-level interface, each session an engine with `engine`.
+fn tiny_with(engine: EngineConfig) -> (tempfile::TempDir, EngineModel<CpuBackend>) {
     let dir = tempfile::tempdir().unwrap();
     // A longer context than the default tiny model's: chat prompts of a byte-level tokenizer are long.
     let cfg = llm_auction_model::config::LlamaConfig {
@@ -25,7 +35,12 @@ fn tiny() -> (tempfile::TempDir, Model<CpuBackend>) {
     let path = dir.path().join("tiny.gguf");
     write_gguf(&path, &cfg, &random_weights(&cfg, 3, false));
     let model = Model::<CpuBackend>::load(&path, &Default::default(), &mut |_, _, _| {}).unwrap();
-    (dir, model)
+    (dir, EngineModel::new("default", Arc::new(model), engine))
+}
+
+/// Both agents on `m`.
+fn two(m: &dyn LanguageModel) -> [&dyn LanguageModel; 2] {
+    [m, m]
 }
 
 fn ads() -> Vec<Advertiser> {
@@ -55,11 +70,10 @@ fn mosaic_report_is_consistent_with_the_mechanism() {
         ..MosaicConfig::default()
     };
     let r = run_mosaic(
-        &model,
+        &MosaicModels::single(&model, 2),
         "How do I bake cookies?",
         &ads(),
         &cfg,
-        small(),
         &mut |_, _, _| {},
     )
     .unwrap();
@@ -75,10 +89,10 @@ fn mosaic_report_is_consistent_with_the_mechanism() {
             );
         }
         assert!(
-            (c.log_weight - (c.log_ref - c.log_q)).abs() < 1e-12,
+            (c.log_weight - (c.log_ref - c.log_q.unwrap())).abs() < 1e-12,
             "default weights use the proposal"
         );
-        assert!(c.log_q.is_finite() && c.log_q <= 0.0);
+        assert!(c.log_q.is_some_and(|q| q.is_finite() && q <= 0.0));
     }
     // Payments equal an independent run of the mechanism on the reported rewards and weights.
     let rows: Vec<Vec<f64>> = (0..2)
@@ -95,12 +109,12 @@ fn mosaic_report_is_consistent_with_the_mechanism() {
     }
     assert_eq!(r.revenue, m.revenue);
     // Same seed, same everything (timings aside); another seed, other candidates.
+    let (_d2, other_engine) = tiny_with(EngineConfig::default());
     let again = run_mosaic(
-        &model,
+        &MosaicModels::single(&other_engine, 2),
         "How do I bake cookies?",
         &ads(),
         &cfg,
-        EngineConfig::default(),
         &mut |_, _, _| {},
     )
     .unwrap();
@@ -117,14 +131,13 @@ fn mosaic_report_is_consistent_with_the_mechanism() {
         assert!((a.payment - b.payment).abs() < 1e-6);
     }
     let other = run_mosaic(
-        &model,
+        &MosaicModels::single(&model, 2),
         "How do I bake cookies?",
         &ads(),
         &MosaicConfig {
             seed: 12,
             ..cfg.clone()
         },
-        small(),
         &mut |_, _, _| {},
     )
     .unwrap();
@@ -149,11 +162,10 @@ fn reference_generator_with_raw_weights_is_algorithm_1() {
         ..MosaicConfig::default()
     };
     let r = run_mosaic(
-        &model,
+        &MosaicModels::single(&model, 2),
         "Any tips for tea?",
         &ads(),
         &cfg,
-        small(),
         &mut |_, _, _| {},
     )
     .unwrap();
@@ -174,7 +186,13 @@ fn mosaic_rejects_bad_input() {
         ..MosaicConfig::default()
     };
     let run = |q: &str, a: &[Advertiser], c: &MosaicConfig| {
-        run_mosaic(&model, q, a, c, small(), &mut |_, _, _| {})
+        run_mosaic(
+            &MosaicModels::single(&model, a.len()),
+            q,
+            a,
+            c,
+            &mut |_, _, _| {},
+        )
     };
     let field = |r: Result<_, EngineError>| match r {
         Err(EngineError::Auction { field, .. }) => field,
@@ -256,11 +274,10 @@ fn token_auction_charges_per_token_and_replays() {
         ..TokenAuctionConfig::default()
     };
     let r = run_token_auction(
-        &model,
+        &two(&model),
         "Vacations in Hawaii",
         &agents(),
         &cfg,
-        small(),
         &mut |_, _| {},
     )
     .unwrap();
@@ -279,12 +296,12 @@ fn token_auction_charges_per_token_and_replays() {
             .iter()
             .all(|s| s.winner.is_some() && s.payments.iter().filter(|&&p| p > 0.0).count() <= 1)
     );
+    let (_d2, other_engine) = tiny_with(EngineConfig::default());
     let again = run_token_auction(
-        &model,
+        &two(&other_engine),
         "Vacations in Hawaii",
         &agents(),
         &cfg,
-        EngineConfig::default(),
         &mut |_, _| {},
     )
     .unwrap();
@@ -297,11 +314,10 @@ fn token_auction_charges_per_token_and_replays() {
         ..cfg
     };
     let r = run_token_auction(
-        &model,
+        &two(&model),
         "Vacations in Hawaii",
         &agents(),
         &ll,
-        small(),
         &mut |_, _| {},
     )
     .unwrap();
@@ -315,7 +331,13 @@ fn token_auction_charges_per_token_and_replays() {
 fn token_auction_rejects_bad_input() {
     let (_d, model) = tiny();
     let run = |a: &[Agent], c: &TokenAuctionConfig| {
-        run_token_auction(&model, "q", a, c, small(), &mut |_, _| {})
+        run_token_auction(
+            &vec![&model as &dyn LanguageModel; a.len()],
+            "q",
+            a,
+            c,
+            &mut |_, _| {},
+        )
     };
     let cfg = TokenAuctionConfig {
         max_new_tokens: 3,
@@ -349,7 +371,7 @@ fn token_auction_rejects_bad_input() {
 fn lambda_sweep_moves_from_one_agent_to_the_other() {
     let (_d, model) = tiny();
     let rows = lambda_sweep(
-        &model,
+        &two(&model),
         "Vacations in Hawaii",
         &agents(),
         llm_auction_engine::token_auction::SweepConfig {
@@ -357,7 +379,6 @@ fn lambda_sweep_moves_from_one_agent_to_the_other() {
             max_new_tokens: 5,
             seed: 9,
         },
-        small(),
         &mut |_, _| {},
     )
     .unwrap();
@@ -374,11 +395,10 @@ fn lambda_sweep_moves_from_one_agent_to_the_other() {
     assert!(linear[2].report.steps.iter().all(|s| s.winner == Some(0)));
     // Each sweep point equals the same auction run alone.
     let alone = run_token_auction(
-        &model,
+        &two(&model),
         "Vacations in Hawaii",
         &linear[1].report.agents,
         &linear[1].report.config,
-        small(),
         &mut |_, _| {},
     )
     .unwrap();

@@ -12,7 +12,7 @@ fn cand(text: &str, log_ref: f64, reward: f64) -> Candidate {
         tokens: vec![1, 2],
         finish: FinishReason::Length,
         log_ref,
-        log_q: log_ref,
+        log_q: Some(log_ref),
         log_gen: log_ref,
         log_adv: vec![log_ref + reward],
         rewards: vec![reward],

@@ -16,6 +16,7 @@ pub mod batch;
 pub mod chat;
 pub mod config;
 pub mod error;
+pub mod export;
 pub mod fetch;
 pub mod gguf;
 pub mod kv;

@@ -1,5 +1,7 @@
-//! A small GGUF (v3 by default) writer, used by tests to build tiny model
-//! files.
+//! A small GGUF (v3 by default) writer: tests build tiny model files with it,
+//! and `model export --format gguf-f32` writes whole models through
+//! [`GgufWriter::streamed_header`], which lays a file out without holding
+//! the tensor data in memory.
 //!
 //! Metadata is written in insertion order, tensors in the order they were
 //! added. The data section starts at the first multiple of the alignment
@@ -20,6 +22,28 @@ pub struct GgufWriter {
     version: u32,
     metadata: Vec<(String, MetaValue)>,
     tensors: Vec<PendingTensor>,
+}
+
+/// The info of a tensor whose bytes the caller writes itself, after the
+/// header built by [`GgufWriter::streamed_header`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorHeader {
+    /// Tensor name, e.g. `"blk.0.attn_q.weight"`.
+    pub name: String,
+    /// Dimensions in GGUF `ne` order (fastest-varying first).
+    pub dims: Vec<u64>,
+    /// Element type; its layout must be known (see [`GgmlType::bytes_for`]).
+    pub ggml_type: GgmlType,
+}
+
+/// Where one tensor's bytes go in a file laid out by
+/// [`GgufWriter::streamed_header`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TensorPlacement {
+    /// Absolute file offset of the tensor's first byte.
+    pub offset: u64,
+    /// Number of bytes of the tensor.
+    pub len: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -198,11 +222,103 @@ impl GgufWriter {
 
     /// Serialises the file.
     pub fn to_bytes(&self) -> Vec<u8> {
+        let infos = self.tensors.iter().map(|t| {
+            (
+                t.name.as_str(),
+                t.dims.as_slice(),
+                t.ggml_type,
+                t.data.len() as u64,
+            )
+        });
+        let (mut out, placements) = self.header(infos);
+        for (t, p) in self.tensors.iter().zip(placements) {
+            pad_to(&mut out, p.offset);
+            out.extend_from_slice(&t.data);
+        }
+        out
+    }
+
+    /// Lays out a file holding this writer's metadata and the tensors
+    /// described by `tensors`, whose bytes the caller writes: returns the
+    /// header (magic through the padding before the data section) and, per
+    /// tensor, the absolute offset and length of its bytes. Writing the
+    /// header, then for each tensor zero bytes up to its offset followed by
+    /// exactly `len` bytes, gives the same file [`GgufWriter::to_bytes`]
+    /// would.
+    ///
+    /// Errors with [`GgufError::Invalid`] if tensors were added to this
+    /// writer with [`GgufWriter::add_tensor`] or [`GgufWriter::add_raw_tensor`]
+    /// (a streamed file takes all its tensors from `tensors`), for a tensor
+    /// with 0 or more than 4 dimensions, a row length that is not a multiple
+    /// of the block size, a byte size that overflows, or a duplicate name; with
+    /// [`GgufError::UnsupportedTensorType`] for a type whose layout is unknown.
+    pub fn streamed_header(
+        &self,
+        tensors: &[TensorHeader],
+    ) -> Result<(Vec<u8>, Vec<TensorPlacement>), GgufError> {
+        if !self.tensors.is_empty() {
+            return Err(invalid(
+                "streamed_header: the writer already holds tensors".to_string(),
+            ));
+        }
+        let mut lens = Vec::with_capacity(tensors.len());
+        let mut names = std::collections::HashSet::with_capacity(tensors.len());
+        for t in tensors {
+            let ty = GgmlType::from_id(t.ggml_type.id());
+            self.check_dims(&t.name, &t.dims, ty)?;
+            if !names.insert(t.name.as_str()) {
+                return Err(invalid(format!("duplicate tensor name '{}'", t.name)));
+            }
+            if ty.block_size().is_none() {
+                return Err(GgufError::UnsupportedTensorType {
+                    name: t.name.clone(),
+                    ggml_type: ty.id(),
+                    type_name: ty.name(),
+                });
+            }
+            let len = t
+                .dims
+                .iter()
+                .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+                .and_then(|n| ty.bytes_for(n))
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "tensor '{}': the byte size of dims {:?} overflows",
+                        t.name, t.dims
+                    ))
+                })?;
+            lens.push(len);
+        }
+        let mut end = 0u64;
+        for (t, &len) in tensors.iter().zip(&lens) {
+            end = end
+                .checked_next_multiple_of(self.alignment())
+                .and_then(|o| o.checked_add(len))
+                .ok_or_else(|| invalid(format!("tensor '{}': the file size overflows", t.name)))?;
+        }
+        let infos = tensors
+            .iter()
+            .zip(&lens)
+            .map(|(t, &len)| (t.name.as_str(), t.dims.as_slice(), t.ggml_type, len));
+        let (header, placements) = self.header(infos);
+        if (header.len() as u64).checked_add(end).is_none() {
+            return Err(invalid("the file size overflows".to_string()));
+        }
+        Ok((header, placements))
+    }
+
+    /// The header (through the padding before the data section) of a file
+    /// with this writer's metadata and the given tensor infos, and where each
+    /// tensor's bytes go. Lengths must not overflow (checked by the callers).
+    fn header<'a>(
+        &self,
+        infos: impl Iterator<Item = (&'a str, &'a [u64], GgmlType, u64)> + Clone,
+    ) -> (Vec<u8>, Vec<TensorPlacement>) {
         let alignment = self.alignment();
         let mut out = Vec::new();
         out.extend_from_slice(&GGUF_MAGIC);
         out.extend_from_slice(&self.version.to_le_bytes());
-        put_u64(&mut out, self.tensors.len() as u64);
+        put_u64(&mut out, infos.clone().count() as u64);
         put_u64(&mut out, self.metadata.len() as u64);
         for (key, value) in &self.metadata {
             put_str(&mut out, key);
@@ -210,26 +326,25 @@ impl GgufWriter {
             put_value(&mut out, value);
         }
         let mut offset = 0u64;
-        let mut offsets = Vec::with_capacity(self.tensors.len());
-        for t in &self.tensors {
+        let mut placements = Vec::new();
+        for (name, dims, ty, len) in infos {
             offset = offset.next_multiple_of(alignment);
-            offsets.push(offset);
-            put_str(&mut out, &t.name);
-            out.extend_from_slice(&(t.dims.len() as u32).to_le_bytes());
-            for &d in &t.dims {
+            placements.push(TensorPlacement { offset, len });
+            put_str(&mut out, name);
+            out.extend_from_slice(&(dims.len() as u32).to_le_bytes());
+            for &d in dims {
                 put_u64(&mut out, d);
             }
-            out.extend_from_slice(&t.ggml_type.id().to_le_bytes());
+            out.extend_from_slice(&ty.id().to_le_bytes());
             put_u64(&mut out, offset);
-            offset += t.data.len() as u64;
+            offset = offset.saturating_add(len);
         }
         let data_start = (out.len() as u64).next_multiple_of(alignment);
         pad_to(&mut out, data_start);
-        for (t, off) in self.tensors.iter().zip(offsets) {
-            pad_to(&mut out, data_start + off);
-            out.extend_from_slice(&t.data);
+        for p in &mut placements {
+            p.offset = p.offset.saturating_add(data_start);
         }
-        out
+        (out, placements)
     }
 
     /// Writes the file atomically: to a temporary file in the same directory
@@ -375,6 +490,69 @@ mod tests {
         assert_eq!(len, f.data_offset() + 32 + 18);
         // no tensors: the file still ends on an aligned boundary
         assert_eq!(GgufWriter::new().to_bytes().len() % 32, 0);
+    }
+
+    #[test]
+    fn streamed_header_lays_out_the_same_file_as_to_bytes() {
+        let tensors: [(&str, Vec<usize>, GgmlType); 3] = [
+            ("a", vec![3], GgmlType::F32),
+            ("b", vec![2, 32], GgmlType::Q8_0),
+            ("c", vec![5, 1], GgmlType::F32),
+        ];
+        let mut meta = GgufWriter::new();
+        meta.add_meta("general.alignment", MetaValue::U32(64));
+        meta.add_meta("general.name", MetaValue::String("s".into()));
+        let mut full = meta.clone();
+        let mut encoded = Vec::new();
+        for (i, (name, shape, ty)) in tensors.iter().enumerate() {
+            let n: usize = shape.iter().product();
+            let data: Vec<f32> = (0..n).map(|k| (k + i) as f32 * 0.25).collect();
+            full.add_tensor(name, shape, &data, *ty).unwrap();
+            encoded.push(match ty {
+                GgmlType::Q8_0 => dequant::quantize_q8_0(&data).unwrap(),
+                _ => data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            });
+        }
+        let headers: Vec<TensorHeader> = tensors
+            .iter()
+            .map(|(name, shape, ty)| TensorHeader {
+                name: name.to_string(),
+                dims: shape.iter().rev().map(|&d| d as u64).collect(),
+                ggml_type: *ty,
+            })
+            .collect();
+        let (mut out, placements) = meta.streamed_header(&headers).unwrap();
+        assert_eq!(out.len() % 64, 0);
+        for (bytes, p) in encoded.iter().zip(&placements) {
+            assert_eq!(p.offset % 64, 0);
+            assert_eq!(p.len, bytes.len() as u64);
+            pad_to(&mut out, p.offset);
+            out.extend_from_slice(bytes);
+        }
+        assert_eq!(out, full.to_bytes());
+
+        let invalid = |r: Result<_, GgufError>| matches!(r, Err(GgufError::Invalid { .. }));
+        assert!(
+            invalid(full.streamed_header(&headers)),
+            "writer holds tensors"
+        );
+        let dup = [headers[0].clone(), headers[0].clone()];
+        assert!(invalid(meta.streamed_header(&dup)));
+        let mut bad = headers[1].clone();
+        bad.dims = vec![16, 2];
+        assert!(
+            invalid(meta.streamed_header(&[bad])),
+            "row not a block multiple"
+        );
+        let mut huge = headers[0].clone();
+        huge.dims = vec![u64::MAX / 2, 4];
+        assert!(invalid(meta.streamed_header(&[huge])), "size overflows");
+        let mut unknown = headers[0].clone();
+        unknown.ggml_type = GgmlType::from_id(99);
+        assert!(matches!(
+            meta.streamed_header(&[unknown]),
+            Err(GgufError::UnsupportedTensorType { ggml_type: 99, .. })
+        ));
     }
 
     #[test]

@@ -1,0 +1,138 @@
+//! Which model serves each role: `--models FILE` (a TOML models file, see docs/remote.md) and the
+//! role flags (`--reference`, `--generator-model`, `--advertiser-model`, `--agent-model`). Without
+//! them every role is on the default local model (or `--model PATH`), as before models files
+//! existed.
+
+use crate::common::{ModelArgs, load_model};
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use llm_auction_engine::engine::EngineConfig;
+use llm_auction_engine::lm::LanguageModel;
+use llm_auction_engine::lm::local::EngineModel;
+use llm_auction_engine::models_file::{DEFAULT_ENTRY, EntrySpec, ModelsFile};
+use llm_auction_engine::remote::RemoteModel;
+use llm_auction_model::backend::KvBackend;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// `--models FILE`.
+#[derive(Debug, Clone, Args)]
+pub struct ModelsArgs {
+    /// A models file (TOML) with local and remote (vLLM, llama-server) entries for the roles; see
+    /// docs/remote.md. The entry "default" is the default local model unless the file defines it.
+    #[arg(long = "models", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+}
+
+/// The entries the roles use, instantiated once each.
+pub struct Registry {
+    models: BTreeMap<String, Arc<dyn LanguageModel>>,
+}
+
+impl Registry {
+    /// Loads (local) or connects to and probes (remote) every entry in `names`.
+    ///
+    /// # Errors
+    /// A bad models file, an unknown entry, a model that does not load, a server that does not
+    /// answer its probe.
+    pub fn build<B: KvBackend>(
+        file: &ModelsArgs,
+        names: &[String],
+        model: &ModelArgs,
+        engine: EngineConfig,
+        device: &B::Device,
+        quiet: bool,
+    ) -> Result<Self>
+    where
+        llm_auction_model::model::Model<B>: Send + Sync,
+    {
+        let parsed = match &file.file {
+            Some(p) => Some(ModelsFile::load(p)?),
+            None => None,
+        };
+        // Every name is resolved before anything loads, so a bad name fails at once.
+        let mut specs: Vec<EntrySpec> = Vec::new();
+        for name in names {
+            if specs.iter().any(|s| spec_name(s) == name) {
+                continue;
+            }
+            specs.push(match parsed.as_ref().map(|f| f.entry(name)) {
+                Some(Ok(spec)) => spec.clone(),
+                _ if name == DEFAULT_ENTRY => EntrySpec::Local {
+                    name: DEFAULT_ENTRY.into(),
+                    path: None,
+                },
+                Some(Err(e)) => return Err(e.into()),
+                None => bail!("model {name:?}: no models file given (--models FILE)"),
+            });
+        }
+        let mut models: BTreeMap<String, Arc<dyn LanguageModel>> = BTreeMap::new();
+        for spec in specs {
+            let lm: Arc<dyn LanguageModel> = match spec {
+                EntrySpec::Local { name, path } => {
+                    // The default entry honours --model PATH; other local entries name their own.
+                    let args = ModelArgs {
+                        model: path.or_else(|| model.model.clone()),
+                        device: model.device,
+                    };
+                    let loaded = load_model::<B>(&args, device, quiet)
+                        .with_context(|| format!("model {name:?}"))?;
+                    Arc::new(EngineModel::new(&name, Arc::new(loaded), engine))
+                }
+                EntrySpec::Remote(spec) => Arc::new(RemoteModel::connect(spec)?),
+            };
+            models.insert(lm.info().name.clone(), lm);
+        }
+        Ok(Self { models })
+    }
+
+    /// The model of entry `name` (one of the names given to [`Registry::build`]).
+    pub fn get(&self, name: &str) -> Result<&dyn LanguageModel> {
+        self.models
+            .get(name)
+            .map(|m| m.as_ref())
+            .with_context(|| format!("model {name:?} was not loaded"))
+    }
+}
+
+fn spec_name(s: &EntrySpec) -> &str {
+    match s {
+        EntrySpec::Local { name, .. } => name,
+        EntrySpec::Remote(r) => &r.name,
+    }
+}
+
+/// Parses repeated `"Name=ENTRY"` flags into one entry per name in `names` (default: `fallback`).
+///
+/// # Errors
+/// A flag without `=`, or naming nobody in `names`.
+pub fn per_name(
+    flag: &str,
+    specs: &[String],
+    names: &[&str],
+    fallback: &str,
+) -> Result<Vec<String>> {
+    let mut out = vec![fallback.to_string(); names.len()];
+    for s in specs {
+        let Some((who, entry)) = s.rsplit_once('=') else {
+            bail!("{flag}: {s:?} must look like \"Name=ENTRY\"");
+        };
+        let (who, entry) = (who.trim(), entry.trim());
+        let Some(i) = names.iter().position(|n| *n == who) else {
+            bail!(
+                "{flag}: {who:?} is none of {}",
+                names
+                    .iter()
+                    .map(|n| format!("{n:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        };
+        if entry.is_empty() {
+            bail!("{flag}: {s:?} names no entry");
+        }
+        out[i] = entry.to_string();
+    }
+    Ok(out)
+}

@@ -1,0 +1,312 @@
+//! In-process models behind the [`LanguageModel`] interface: [`EngineModel`] runs every session
+//! through one continuous-batching [`Engine`]; [`NaiveModel`] runs each request alone (no batching,
+//! no prefix reuse), the baseline of the engine benchmark.
+
+use super::{LanguageModel, ModelInfo, ModelSession, OnStep, Sample, SessionCounters, expect_len};
+use crate::engine::{Engine, EngineConfig, StepStats};
+use crate::error::{EngineError, Result};
+use crate::request::{
+    GenerateSpec, JointDecider, JointOutput, JointSpec, Outcome, Request, ScoreSpec, Scored,
+};
+use crate::runner::BurnRunner;
+use llm_auction_model::backend::KvBackend;
+use llm_auction_model::model::Model;
+use llm_auction_model::runner::{
+    GenerateRequest, Generation, RunnerConfig, ScoreRequest, generate, score,
+};
+use std::sync::{Arc, Mutex};
+
+fn local_info<B: KvBackend>(name: &str, model: &Model<B>) -> ModelInfo {
+    let c = model.config();
+    ModelInfo {
+        name: name.to_string(),
+        kind: "local".into(),
+        location: model.path().display().to_string(),
+        vocab_size: c.vocab_size,
+        context_length: c.max_position,
+        eos_ids: model.eos_ids().to_vec(),
+        raw_logprobs: true,
+        proposal_logprobs: true,
+    }
+}
+
+/// Tokenizer and chat template of a local model (shared by both implementations).
+macro_rules! local_text {
+    () => {
+        fn info(&self) -> &ModelInfo {
+            &self.info
+        }
+
+        fn chat_turn(&self, system: &str, user: &str) -> Result<String> {
+            Ok(self.model.chat_turn(system, user)?)
+        }
+
+        fn encode(&self, text: &str) -> Result<Vec<u32>> {
+            Ok(self.model.encode(text)?)
+        }
+
+        fn decode(&self, ids: &[u32]) -> Result<String> {
+            Ok(self.model.decode(ids)?)
+        }
+    };
+}
+
+fn sample_of(g: Generation) -> Sample {
+    Sample {
+        tokens: g.tokens,
+        logprobs_raw: Some(g.logprobs_raw),
+        logprobs_proposal: Some(g.logprobs_proposal),
+        finish: g.finish,
+    }
+}
+
+/// Log-probabilities of a logits row (log-sum-exp in f64).
+fn log_softmax_row(row: &[f32]) -> Vec<f32> {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let lse = max
+        + row
+            .iter()
+            .map(|&x| (x as f64 - max).exp())
+            .sum::<f64>()
+            .ln();
+    row.iter().map(|&x| (x as f64 - lse) as f32).collect()
+}
+
+/// A local model served by the continuous-batching engine; each session owns one engine.
+pub struct EngineModel<B: KvBackend> {
+    model: Arc<Model<B>>,
+    cfg: EngineConfig,
+    info: ModelInfo,
+}
+
+impl<B: KvBackend> EngineModel<B> {
+    /// `model` under the entry name `name`, each session an engine with `cfg`.
+    pub fn new(name: &str, model: Arc<Model<B>>, cfg: EngineConfig) -> Self {
+        let info = local_info(name, &model);
+        Self { model, cfg, info }
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Model<B> {
+        &self.model
+    }
+}
+
+impl<B: KvBackend> LanguageModel for EngineModel<B>
+where
+    Model<B>: Send + Sync,
+{
+    local_text!();
+
+    fn session(&self) -> Result<Box<dyn ModelSession + '_>> {
+        Ok(Box::new(EngineSession {
+            engine: Engine::new(BurnRunner::new(&self.model.llama), self.cfg)?,
+        }))
+    }
+}
+
+/// One engine: every request of the session shares its batches and its prefix cache.
+struct EngineSession<'m, B: KvBackend> {
+    engine: Engine<BurnRunner<'m, B>>,
+}
+
+/// Records the rows it is given and ends the joint request (used to read next-token rows).
+struct RowTap(Arc<Mutex<Vec<Vec<f32>>>>);
+
+impl JointDecider for RowTap {
+    fn decide(&mut self, logits: &[Vec<f32>]) -> Result<u32> {
+        if let Ok(mut rows) = self.0.lock() {
+            *rows = logits.to_vec();
+        }
+        Ok(0)
+    }
+}
+
+impl<B: KvBackend> ModelSession for EngineSession<'_, B> {
+    fn generate(&mut self, reqs: Vec<GenerateSpec>, on_step: OnStep<'_>) -> Result<Vec<Sample>> {
+        let reqs = reqs.into_iter().map(Request::Generate).collect();
+        let outs = self.engine.run_all(reqs, on_step)?;
+        Ok(outs
+            .into_iter()
+            .filter_map(Outcome::generated)
+            .map(sample_of)
+            .collect())
+    }
+
+    fn score(&mut self, reqs: Vec<ScoreSpec>, on_step: OnStep<'_>) -> Result<Vec<Scored>> {
+        let reqs = reqs.into_iter().map(Request::Score).collect();
+        let outs = self.engine.run_all(reqs, on_step)?;
+        Ok(outs.into_iter().filter_map(Outcome::scored).collect())
+    }
+
+    fn next_token_logprobs(&mut self, contexts: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
+        if contexts.is_empty() {
+            return Ok(vec![]);
+        }
+        let rows = Arc::new(Mutex::new(Vec::new()));
+        let req = Request::Joint(JointSpec {
+            prompts: contexts.to_vec(),
+            max_new_tokens: 1,
+            stop: vec![],
+            decider: Box::new(RowTap(rows.clone())),
+        });
+        self.engine.run_all(vec![req], &mut |_| {})?;
+        let rows = rows.lock().map(|r| r.clone()).unwrap_or_default();
+        if rows.len() != contexts.len() {
+            return Err(EngineError::Config("joint step produced no rows".into()));
+        }
+        Ok(rows.iter().map(|r| log_softmax_row(r)).collect())
+    }
+
+    fn joint(&mut self, specs: Vec<JointSpec>, on_step: OnStep<'_>) -> Result<Vec<JointOutput>> {
+        let ids = specs
+            .into_iter()
+            .map(|s| self.engine.submit(Request::Joint(s)))
+            .collect::<Result<Vec<_>>>()?;
+        while self.engine.has_unfinished() {
+            let stats = self.engine.step()?;
+            on_step(&stats);
+        }
+        ids.into_iter()
+            .map(|id| {
+                self.engine
+                    .take_outcome(id)
+                    .and_then(Outcome::joint)
+                    .ok_or_else(|| EngineError::Config("missing joint outcome".into()))
+            })
+            .collect()
+    }
+
+    fn counters(&self) -> SessionCounters {
+        let t = self.engine.totals();
+        SessionCounters {
+            passes: t.passes,
+            tokens: t.tokens,
+            preemptions: t.preemptions,
+            cache_hit_blocks: t.cache_hit_blocks,
+        }
+    }
+}
+
+/// A local model run one request at a time: each generation and each scoring alone, recomputing its
+/// prompt (the benchmark's baseline).
+pub struct NaiveModel<B: KvBackend> {
+    model: Arc<Model<B>>,
+    info: ModelInfo,
+}
+
+impl<B: KvBackend> NaiveModel<B> {
+    /// `model` under the entry name `name`.
+    pub fn new(name: &str, model: Arc<Model<B>>) -> Self {
+        let info = local_info(name, &model);
+        Self { model, info }
+    }
+}
+
+impl<B: KvBackend> LanguageModel for NaiveModel<B>
+where
+    Model<B>: Send + Sync,
+{
+    local_text!();
+
+    fn session(&self) -> Result<Box<dyn ModelSession + '_>> {
+        Ok(Box::new(NaiveSession {
+            model: &self.model,
+            info: &self.info,
+            counters: SessionCounters::default(),
+        }))
+    }
+}
+
+struct NaiveSession<'m, B: KvBackend> {
+    model: &'m Model<B>,
+    info: &'m ModelInfo,
+    counters: SessionCounters,
+}
+
+/// One sequence per pass, a fresh cache per request.
+fn one_at_a_time() -> RunnerConfig {
+    RunnerConfig {
+        max_batch: 1,
+        ..RunnerConfig::default()
+    }
+}
+
+impl<B: KvBackend> ModelSession for NaiveSession<'_, B> {
+    fn generate(&mut self, reqs: Vec<GenerateSpec>, on_step: OnStep<'_>) -> Result<Vec<Sample>> {
+        let mut out = Vec::with_capacity(reqs.len());
+        for g in reqs {
+            let prompt_len = g.prompt.len();
+            let req = GenerateRequest {
+                prompt: g.prompt,
+                params: g.params,
+                max_new_tokens: g.max_new_tokens,
+                stop: g.stop,
+                seed: g.seed,
+            };
+            let produced = generate(&self.model.llama, &[req], &one_at_a_time(), &mut |_| {})?;
+            let produced = expect_len(self.info, "generate", produced, 1)?.remove(0);
+            self.counters.tokens += (prompt_len + produced.tokens.len()) as u64;
+            self.counters.passes += 1 + produced.tokens.len() as u64;
+            on_step(&StepStats {
+                sampled: produced.tokens.len(),
+                finished: 1,
+                ..Default::default()
+            });
+            out.push(sample_of(produced));
+        }
+        Ok(out)
+    }
+
+    fn score(&mut self, reqs: Vec<ScoreSpec>, on_step: OnStep<'_>) -> Result<Vec<Scored>> {
+        let mut out = Vec::with_capacity(reqs.len());
+        for s in reqs {
+            self.counters.tokens += (s.prompt.len() + s.continuation.len()) as u64;
+            self.counters.passes += 1;
+            let req = ScoreRequest {
+                prompt: s.prompt,
+                continuation: s.continuation,
+                top_k: 0,
+            };
+            let r = score(&self.model.llama, &[req], &one_at_a_time())?;
+            let r = expect_len(self.info, "score", r, 1)?.remove(0);
+            on_step(&StepStats {
+                finished: 1,
+                ..Default::default()
+            });
+            out.push(Scored {
+                token_logprobs: r.token_logprobs,
+                total_logprob: r.total_logprob,
+            });
+        }
+        Ok(out)
+    }
+
+    fn next_token_logprobs(&mut self, contexts: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
+        let vocab = self.info.vocab_size;
+        let mut out = Vec::with_capacity(contexts.len());
+        for c in contexts {
+            self.counters.tokens += c.len() as u64;
+            self.counters.passes += 1;
+            let req = ScoreRequest {
+                prompt: c.clone(),
+                continuation: vec![],
+                top_k: vocab,
+            };
+            let r = score(&self.model.llama, &[req], &one_at_a_time())?;
+            let top = expect_len(self.info, "next-token row", r, 1)?.remove(0).top;
+            let mut row = vec![f32::NEG_INFINITY; vocab];
+            for (id, lp) in top {
+                if let Some(x) = row.get_mut(id as usize) {
+                    *x = lp;
+                }
+            }
+            out.push(row);
+        }
+        Ok(out)
+    }
+
+    fn counters(&self) -> SessionCounters {
+        self.counters
+    }
+}
