@@ -8,7 +8,8 @@
 #   2. exports the default model as an F32 GGUF (llama-server) and an HF folder (vLLM);
 #   3. starts each server on a free loopback port, waits until it is ready, runs the tests, and
 #      stops the servers it started by PID, also on failure.
-# Usage: scripts/remote-tests.sh [all|llama-server|vllm]
+# Usage: scripts/remote-tests.sh [all|llama-server|vllm|install]
+#   install: only step 1 and 2 (the venvs and the exported model, for serving by hand: docs/remote.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -94,7 +95,10 @@ start() {
     echo "== $name ready at $READY_URL (pid $pid, ${waited}s)"
 }
 
-cli() { cargo run -q -p llm-auction-cli -- --quiet "$@"; }
+# The binary and the tests are built as `cargo test --workspace` builds them (same features, so CI
+# reuses that build instead of compiling burn again).
+cargo test --workspace --no-run -q
+cli() { target/debug/llm-auction --quiet "$@"; }
 
 echo "== the default model, exported"
 cli model fetch > /dev/null
@@ -102,6 +106,14 @@ GGUF="$WORK/f32/model-f32.gguf"
 HF="$WORK/hf"
 [ -f "$GGUF" ] || cli model export --format gguf-f32 --to "$WORK/f32"
 [ -f "$HF/config.json" ] || cli model export --to "$HF"
+
+if [ "$WHICH" = install ]; then
+    ensure_xllamacpp
+    ensure_vllm
+    echo "llama-server: $PEERS/xllamacpp/bin/python scripts/llama_server.py --model $GGUF --port PORT"
+    echo "vLLM:         $PEERS/vllm/bin/python scripts/vllm_server.py --model $HF --served-model-name smollm2 --port PORT --threads 1"
+    exit 0
+fi
 
 TESTS=()
 if [ "$WHICH" = all ] || [ "$WHICH" = llama-server ]; then
@@ -124,6 +136,5 @@ fi
 
 for prefix in "${TESTS[@]}"; do
     echo "== remote tests: $prefix"
-    cargo test -p llm-auction-engine --test remote -- --ignored --test-threads 1 --nocapture "$prefix"
-    cargo test -p llm-auction-cli --test remote_cli -- --ignored --test-threads 1 "$prefix"
+    cargo test --workspace --test remote --test remote_cli -- --ignored --test-threads 1 --nocapture "$prefix"
 done

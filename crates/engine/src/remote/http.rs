@@ -230,3 +230,54 @@ fn error_message(text: &str) -> String {
         m
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models_file::RemoteKind;
+
+    fn http(urls: usize) -> Http {
+        Http::new(RemoteSpec {
+            name: "r".into(),
+            kind: RemoteKind::Vllm,
+            urls: (0..urls)
+                .map(|i| format!("http://127.0.0.1:{}", 1000 + i))
+                .collect(),
+            model: Some("m".into()),
+            api_key: None,
+            timeout: Duration::from_secs(1),
+            max_concurrency: 4,
+            retries: 0,
+            processed_logprobs: false,
+        })
+    }
+
+    #[test]
+    fn the_replica_with_fewest_requests_in_flight_is_picked_and_down_ones_are_skipped() {
+        let h = http(3);
+        h.outstanding[0].store(2, Ordering::Relaxed);
+        h.outstanding[1].store(1, Ordering::Relaxed);
+        h.outstanding[2].store(3, Ordering::Relaxed);
+        assert_eq!(h.pick(), 1);
+        h.mark_down(1);
+        assert_eq!(h.pick(), 0);
+        h.mark_down(0);
+        assert_eq!(h.pick(), 2);
+        // All down: the least loaded of all is tried again.
+        h.mark_down(2);
+        assert_eq!(h.pick(), 1);
+        let _guard = InFlight(&h.outstanding[1]);
+        h.outstanding[1].fetch_add(5, Ordering::Relaxed);
+        assert_eq!(h.pick(), 0);
+    }
+
+    #[test]
+    fn server_error_messages_are_one_short_line() {
+        assert_eq!(
+            error_message(r#"{"error":{"message":"bad\n token"}}"#),
+            "bad token"
+        );
+        assert_eq!(error_message(r#"{"detail":"x"}"#), r#"{"detail":"x"}"#);
+        assert_eq!(error_message(&"y".repeat(400)).chars().count(), 301);
+    }
+}
