@@ -1,7 +1,7 @@
 //! `mosaic` and `token-auction`: the two auctions on the model, end to end.
 
 use crate::common::{ModelArgs, OnBackend, bar, on_device};
-use crate::models::{ModelsArgs, Registry, per_name};
+use crate::models::{ModelsArgs, Registry, per_name, roles_of};
 use anyhow::{Result, bail};
 use clap::{Args, ValueEnum};
 use llm_auction_engine::engine::EngineConfig;
@@ -192,8 +192,11 @@ pub fn mosaic(args: MosaicArgs, quiet: bool) -> Result<()> {
                 &names,
                 DEFAULT_ENTRY,
             )?;
-            let mut wanted = vec![a.reference.clone(), a.generator_model.clone()];
-            wanted.extend(adv_entries.iter().cloned());
+            let mut wanted = vec![
+                ("reference".to_string(), a.reference.clone()),
+                ("generator".to_string(), a.generator_model.clone()),
+            ];
+            wanted.extend(roles_of("advertiser", &names, &adv_entries));
             let registry = Registry::build::<B>(
                 &a.models,
                 &wanted,
@@ -357,7 +360,7 @@ pub fn token_auction(args: TokenAuctionArgs, quiet: bool) -> Result<()> {
             let entries = per_name("--agent-model", &a.agent_models, &names, DEFAULT_ENTRY)?;
             let registry = Registry::build::<B>(
                 &a.models,
-                &entries,
+                &roles_of("agent", &names, &entries),
                 &a.model,
                 a.engine.config(),
                 device,

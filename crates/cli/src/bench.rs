@@ -239,7 +239,7 @@ pub fn bench_engine(args: BenchEngineArgs, quiet: bool) -> Result<()> {
             let remote = match &a.remote {
                 Some(entry) => Some(crate::models::Registry::build::<B>(
                     &a.models,
-                    std::slice::from_ref(entry),
+                    &[("every role".to_string(), entry.clone())],
                     &a.model,
                     a.engine.config(),
                     device,

@@ -181,9 +181,9 @@ impl OnBackend for MosaicCmd {
         let instances = load_instances(&a.instances)?;
         let mut store = Store::open(&a.out, &cfg, !a.no_resume)?;
         let wanted = vec![
-            a.reference.clone(),
-            a.generator_model.clone(),
-            a.advertiser_model.clone(),
+            ("reference".to_string(), a.reference.clone()),
+            ("generator".to_string(), a.generator_model.clone()),
+            ("advertisers".to_string(), a.advertiser_model.clone()),
         ];
         let registry = Registry::build::<B>(
             &a.models,

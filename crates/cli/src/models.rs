@@ -31,14 +31,14 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Loads (local) or connects to and probes (remote) every entry in `names`.
+    /// Loads (local) or connects to and probes (remote) the entry of every `(role, entry)`.
     ///
     /// # Errors
     /// A bad models file, an unknown entry, a model that does not load, a server that does not
-    /// answer its probe.
+    /// answer its probe (naming the roles and the entry).
     pub fn build<B: KvBackend>(
         file: &ModelsArgs,
-        names: &[String],
+        roles: &[(String, String)],
         model: &ModelArgs,
         engine: EngineConfig,
         device: &B::Device,
@@ -53,7 +53,7 @@ impl Registry {
         };
         // Every name is resolved before anything loads, so a bad name fails at once.
         let mut specs: Vec<EntrySpec> = Vec::new();
-        for name in names {
+        for (_, name) in roles {
             if specs.iter().any(|s| spec_name(s) == name) {
                 continue;
             }
@@ -69,6 +69,13 @@ impl Registry {
         }
         let mut models: BTreeMap<String, Arc<dyn LanguageModel>> = BTreeMap::new();
         for spec in specs {
+            let name = spec_name(&spec).to_string();
+            let served: Vec<&str> = roles
+                .iter()
+                .filter(|(_, e)| *e == name)
+                .map(|(r, _)| r.as_str())
+                .collect();
+            let served = served.join(", ");
             let lm: Arc<dyn LanguageModel> = match spec {
                 EntrySpec::Local { name, path } => {
                     // The default entry honours --model PATH; other local entries name their own.
@@ -77,17 +84,20 @@ impl Registry {
                         device: model.device,
                     };
                     let loaded = load_model::<B>(&args, device, quiet)
-                        .with_context(|| format!("model {name:?}"))?;
+                        .with_context(|| format!("{served} (model {name})"))?;
                     Arc::new(EngineModel::new(&name, Arc::new(loaded), engine))
                 }
-                EntrySpec::Remote(spec) => Arc::new(RemoteModel::connect(spec)?),
+                EntrySpec::Remote(spec) => Arc::new(
+                    RemoteModel::connect(spec)
+                        .with_context(|| format!("{served} (model {name})"))?,
+                ),
             };
             models.insert(lm.info().name.clone(), lm);
         }
         Ok(Self { models })
     }
 
-    /// The model of entry `name` (one of the names given to [`Registry::build`]).
+    /// The model of entry `name` (one of the entries given to [`Registry::build`]).
     pub fn get(&self, name: &str) -> Result<&dyn LanguageModel> {
         self.models
             .get(name)
@@ -101,6 +111,15 @@ fn spec_name(s: &EntrySpec) -> &str {
         EntrySpec::Local { name, .. } => name,
         EntrySpec::Remote(r) => &r.name,
     }
+}
+
+/// `(role, entry)` pairs: `prefix name` for each of `names` with its entry.
+pub fn roles_of(prefix: &str, names: &[&str], entries: &[String]) -> Vec<(String, String)> {
+    names
+        .iter()
+        .zip(entries)
+        .map(|(n, e)| (format!("{prefix} {n}"), e.clone()))
+        .collect()
 }
 
 /// Parses repeated `"Name=ENTRY"` flags into one entry per name in `names` (default: `fallback`).

@@ -224,8 +224,31 @@ fn bad_input_exits_with_a_clear_message() {
         format!("[models.tiny]\nkind = \"local\"\npath = {m:?}\n"),
     )
     .unwrap();
+    let down_file = dir.path().join("down.toml");
+    std::fs::write(
+        &down_file,
+        "[models.k]\nkind = \"llama-server\"\nurls = [\"http://127.0.0.1:1\"]\nretries = 1\n",
+    )
+    .unwrap();
     let (bad_file, good_file) = (bad_file.to_str().unwrap(), good_file.to_str().unwrap());
+    let down_file = down_file.to_str().unwrap();
     let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec![
+                "mosaic",
+                "--query",
+                "q",
+                "--advertiser",
+                "A: b",
+                "--models",
+                down_file,
+                "--advertiser-model",
+                "A=k",
+                "--model",
+                m,
+            ],
+            "advertiser A (model k): llama-server at http://127.0.0.1:1: ",
+        ),
         (
             vec![
                 "mosaic",
