@@ -27,7 +27,7 @@
 //! without `i` over all candidates is used and the row records `n_without = 0`.
 
 use crate::error::{EngineError, Result};
-use crate::lm::LanguageModel;
+use crate::lm::{LanguageModel, reply_text};
 use crate::mosaic::{
     Advertiser, Candidate, Generator, Importance, MosaicConfig, MosaicModels, continuation_for,
     run_mosaic,
@@ -342,14 +342,9 @@ pub fn estimate_z(
     let conts = samples
         .iter()
         .map(|g| {
-            let visible: Vec<u32> = g
-                .tokens
-                .iter()
-                .copied()
-                .filter(|t| !eos.contains(t))
-                .collect();
-            let text = reference.decode(&visible)?;
-            continuation_for(adv_model, reference, g, &text)
+            continuation_for(adv_model, reference, g, &|| {
+                reply_text(reference, &g.tokens)
+            })
         })
         .collect::<Result<Vec<_>>>()
         .map_err(sessions.err(adv_s))?;

@@ -22,7 +22,7 @@
 
 use crate::engine::StepStats;
 use crate::error::{EngineError, Result};
-use crate::lm::{LanguageModel, Sample, SessionCounters};
+use crate::lm::{LanguageModel, Sample, SessionCounters, reply_text};
 use crate::request::{GenerateSpec, ScoreSpec};
 use crate::roles::{RoleModel, Sessions};
 use llm_auction_mechanism::mosaic::{Mosaic, RewardMatrix, draw_winner};
@@ -327,18 +327,18 @@ impl<'a> MosaicModels<'a> {
 }
 
 /// A candidate's tokens in the scoring model's own vocabulary: the generated ids when the scorer is
-/// the model that generated it, otherwise its text re-tokenized by the scorer (with the scorer's
-/// end-of-sequence token when generation stopped there).
+/// the model that generated it, otherwise its text (`text()`, asked for only then) re-tokenized by
+/// the scorer (with the scorer's end-of-sequence token when generation stopped there).
 pub fn continuation_for(
     scorer: &dyn LanguageModel,
     sampler: &dyn LanguageModel,
     sample: &Sample,
-    text: &str,
+    text: &dyn Fn() -> Result<String>,
 ) -> Result<Vec<u32>> {
     if scorer.info().name == sampler.info().name {
         return Ok(sample.tokens.clone());
     }
-    let mut ids = scorer.encode(text)?;
+    let mut ids = scorer.encode(&text()?)?;
     if sample.finish == FinishReason::Stop
         && let Some(&eos) = scorer.info().eos_ids.first()
     {
@@ -476,15 +476,7 @@ pub fn run_mosaic(
     let generated_tokens: usize = gens.iter().map(|g| g.tokens.len()).sum();
     let texts: Vec<String> = gens
         .iter()
-        .map(|g| {
-            let visible: Vec<u32> = g
-                .tokens
-                .iter()
-                .copied()
-                .filter(|t| !eos.contains(t))
-                .collect();
-            sampler.decode(&visible).map_err(sessions.err(sampler_s))
-        })
+        .map(|g| reply_text(sampler, &g.tokens).map_err(sessions.err(sampler_s)))
         .collect::<Result<_>>()?;
 
     // 2. Scores under every prompt (the generator's own prompt is π_ref's in Algorithm 1). Each
@@ -505,7 +497,7 @@ pub fn run_mosaic(
             let conts = gens
                 .iter()
                 .zip(&texts)
-                .map(|(g, t)| continuation_for(scorer, sampler, g, t))
+                .map(|(g, t)| continuation_for(scorer, sampler, g, &|| Ok(t.clone())))
                 .collect::<Result<Vec<_>>>()
                 .map_err(sessions.err(s))?;
             continuations[s] = Some(conts);

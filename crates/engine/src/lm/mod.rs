@@ -185,6 +185,20 @@ pub fn vocab_fingerprint(vocab_size: usize, probe_ids: &[u32]) -> Result<String>
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// The text of a reply: `tokens` without `model`'s end-of-sequence tokens, decoded by `model`.
+///
+/// # Errors
+/// As [`LanguageModel::decode`].
+pub fn reply_text(model: &dyn LanguageModel, tokens: &[u32]) -> Result<String> {
+    let eos = &model.info().eos_ids;
+    let visible: Vec<u32> = tokens
+        .iter()
+        .copied()
+        .filter(|t| !eos.contains(t))
+        .collect();
+    model.decode(&visible)
+}
+
 /// Checks that a backend's answer has one entry per request.
 ///
 /// # Errors
