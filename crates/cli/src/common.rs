@@ -79,6 +79,18 @@ pub fn bar(len: u64, message: &str, quiet: bool) -> ProgressBar {
     pb
 }
 
+/// A per-tensor progress callback (`name, done, total`) that drives `pb`.
+pub fn tensor_progress<'a>(
+    pb: &'a ProgressBar,
+    what: &'a str,
+) -> impl FnMut(&str, usize, usize) + 'a {
+    move |name: &str, k: usize, total: usize| {
+        pb.set_length(total as u64);
+        pb.set_position(k as u64);
+        tracing::trace!(tensor = name, what, "tensor");
+    }
+}
+
 /// Loads `--model` (or the default model, with a one-line notice before a download).
 pub fn load_model<B: KvBackend>(
     args: &ModelArgs,
@@ -87,11 +99,7 @@ pub fn load_model<B: KvBackend>(
 ) -> Result<Model<B>> {
     let start = Instant::now();
     let pb = bar(1, "loading", quiet);
-    let mut progress = |name: &str, k: usize, total: usize| {
-        pb.set_length(total as u64);
-        pb.set_position(k as u64);
-        tracing::trace!(tensor = name, "loading");
-    };
+    let mut progress = tensor_progress(&pb, "loading");
     let model = match &args.model {
         Some(path) => Model::<B>::load(path, device, &mut progress)
             .with_context(|| format!("--model {}", path.display()))?,

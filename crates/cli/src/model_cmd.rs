@@ -1,7 +1,7 @@
 //! `tokenize`, `score`, `generate`, `model fetch` and `model export`: the model crate from the
 //! command line.
 
-use crate::common::{ModelArgs, OnBackend, bar, load_model, on_device};
+use crate::common::{ModelArgs, OnBackend, bar, load_model, on_device, tensor_progress};
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
 use llm_auction_model::backend::KvBackend;
@@ -155,11 +155,7 @@ pub fn export_cmd(args: ExportArgs, quiet: bool) -> Result<()> {
     };
     let start = Instant::now();
     let pb = bar(1, "exporting", quiet);
-    let mut progress = |name: &str, k: usize, total: usize| {
-        pb.set_length(total as u64);
-        pb.set_position(k as u64);
-        tracing::trace!(tensor = name, "exporting");
-    };
+    let mut progress = tensor_progress(&pb, "exporting");
     let report = export(&src, &args.to, &opts, &mut progress)?;
     pb.finish_and_clear();
     tracing::info!(
