@@ -1,19 +1,34 @@
-//! The engine: a synchronous `step()` that schedules, runs one packed forward pass and applies its
-//! results (iteration-level scheduling, as in Orca and vLLM).
+//! The engine: a synchronous [`Engine::step`] that reads as one page, as in vLLM v1: `schedule()`
+//! makes a plan, one packed forward pass runs it, and `update_from_output()` applies the results
+//! (iteration-level scheduling, as in Orca and vLLM). What each kind of request does with its rows
+//! lives in [`crate::task`]; the scheduler never matches on the kind.
 //!
 //! Each step:
 //! 1. **Running groups first**, in admission order: each gets its next chunk (a prefill chunk or
 //!    one decode token per sequence) within the token budget. If its KV blocks cannot be allocated,
 //!    the most recently admitted running group is preempted (its blocks freed, its tokens kept) until
 //!    they can — possibly the group itself.
-//! 2. **Admission**, only if nothing was preempted: waiting groups, oldest first, while the budget and
-//!    the sequence limit allow. With prefix caching, a sequence first takes the cached blocks of its
+//! 2. **Admission**, only if nothing was preempted, in *fair order*: preempted groups first, then
+//!    the waiting group whose owner (one auction) has the fewest running sequences, oldest first
+//!    among equals; admission stops at the first group that does not fit (so a large request is not
+//!    overtaken forever). With prefix caching, a sequence first takes the cached blocks of its
 //!    longest cached prefix (always leaving at least its last token to compute, whose logits are
 //!    needed), and a group whose next uncached prompt block is being computed right now by a running
 //!    sequence waits one step to share it instead of computing it twice.
 //! 3. One forward pass over all scheduled tokens; full blocks are registered in the prefix cache; then
-//!    generations sample (each with its own seeded stream), scorings record log-probabilities, joint
-//!    groups decide their common token; finished groups free their blocks.
+//!    every scheduled task applies its rows (generations sample, each with its own seeded stream;
+//!    scorings record log-probabilities; joint groups decide their common token). A task whose rows
+//!    fail (a bad row, a failing decider) finishes alone with its error; a failed forward pass fails
+//!    the requests it carried. Finished groups free their blocks.
+//!
+//! **Fairness.** Running groups keep their seats until they finish, and every request is bounded
+//! (its token limit), so a seat frees within the longest running request's remaining tokens; the
+//! next free seat goes to the owner with the fewest running sequences. An owner that floods the
+//! queue therefore cannot hold the batch against a newcomer: a newcomer's request is admitted before
+//! any further request of an owner that already runs more sequences.
+//!
+//! **Cancellation.** [`Engine::abort`] and [`Engine::abort_owner`] finish requests with
+//! [`EngineError::Aborted`] at once: they leave the next step and their KV blocks are freed.
 //!
 //! A group's sequences are scheduled in the same step or not at all, and a joint group computes the
 //! last tokens of all its members in the same step (their logits are decided on together). A request
@@ -22,18 +37,18 @@
 
 use crate::block::{BlockAllocator, BlockKey};
 use crate::error::{EngineError, Result};
-use crate::request::{JointOutput, Outcome, Request};
+use crate::request::{Outcome, Request};
 use crate::runner::{ModelRunner, RowOutput, RunnerSpec};
-use crate::seq::{Group, GroupKind, GroupState, Seq};
+use crate::seq::{Group, Seq};
+use crate::task::{self, RowNeed, TaskRow};
 use llm_auction_model::batch::ForwardBatch;
-use llm_auction_model::runner::{FinishReason, Generation};
-use llm_auction_model::sampling::sample;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use std::collections::{HashMap, HashSet, VecDeque};
 
 /// Identifies a submitted request.
 pub type RequestId = u64;
+
+/// Identifies who submitted a request: the unit of fair sharing (one auction).
+pub type Owner = u64;
 
 /// Scheduler limits and KV geometry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,19 +113,17 @@ pub struct EngineTotals {
     pub cache_hit_blocks: u64,
 }
 
-/// How a scheduled row's output is used.
-#[derive(Debug, Clone, Copy)]
-enum RowUse {
-    /// Sample the next token of a generation.
-    Sample(RequestId),
-    /// Log-probability of continuation token `index` of a scoring.
-    Score(RequestId, usize),
-    /// Member `member`'s row of a joint decision.
-    Joint(RequestId, usize),
-}
+/// Whose row a row of the forward pass is: `(request, member, position)`.
+type RowUse = (RequestId, usize, usize);
 
 /// One group's share of a step: `(sequence index, tokens)`.
 type Chunks = Vec<(usize, usize)>;
+
+/// What one step computes: each scheduled group's chunks, in schedule order.
+struct Plan {
+    groups: Vec<(RequestId, Chunks)>,
+    preempted: usize,
+}
 
 enum Admission {
     Admitted(Chunks),
@@ -127,7 +140,7 @@ pub struct Engine<R: ModelRunner> {
     groups: HashMap<RequestId, Group>,
     waiting: VecDeque<RequestId>,
     running: Vec<RequestId>,
-    outcomes: HashMap<RequestId, Outcome>,
+    outcomes: HashMap<RequestId, Result<Outcome>>,
     next_id: RequestId,
     steps: u64,
     totals: EngineTotals,
@@ -195,91 +208,40 @@ impl<R: ModelRunner> Engine<R> {
         self.running.iter().map(|g| self.groups[g].seqs.len()).sum()
     }
 
-    /// Takes the outcome of a finished request.
-    pub fn take_outcome(&mut self, id: RequestId) -> Option<Outcome> {
+    /// Requests waiting for admission.
+    pub fn waiting_len(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// Takes the outcome of a finished request: its result, or the error it failed with.
+    pub fn take_outcome(&mut self, id: RequestId) -> Option<Result<Outcome>> {
         let out = self.outcomes.remove(&id)?;
         self.groups.remove(&id);
         Some(out)
     }
 
-    fn check_tokens(&self, what: &str, tokens: &[u32]) -> Result<()> {
-        if let Some(&t) = tokens.iter().find(|&&t| t as usize >= self.spec.vocab_size) {
-            return Err(EngineError::InvalidRequest(format!(
-                "{what}: token {t} is outside the vocabulary of {}",
-                self.spec.vocab_size
-            )));
-        }
-        Ok(())
+    /// Tokens an unfinished request has produced so far (generated, decided or scored).
+    pub fn progress(&self, id: RequestId) -> Option<usize> {
+        self.groups.get(&id).map(|g| g.task.progress())
     }
 
-    /// Queues a request.
+    /// Queues a request of owner 0 (see [`Engine::submit_as`]).
+    ///
+    /// # Errors
+    /// As [`Engine::submit_as`].
+    pub fn submit(&mut self, req: Request) -> Result<RequestId> {
+        self.submit_as(0, req)
+    }
+
+    /// Queues a request of `owner` (the unit of fair sharing, see the module documentation).
     ///
     /// # Errors
     /// [`EngineError::InvalidRequest`] (empty prompt, unknown token, bad sampling parameters),
     /// [`EngineError::PromptTooLong`], or [`EngineError::KvCapacity`] when it could not run even
     /// alone.
-    pub fn submit(&mut self, req: Request) -> Result<RequestId> {
+    pub fn submit_as(&mut self, owner: Owner, req: Request) -> Result<RequestId> {
         let bs = self.cfg.block_size;
-        let (group, lens): (Group, Vec<usize>) = match req {
-            Request::Generate(g) => {
-                g.params.validate()?;
-                self.check_tokens("prompt", &g.prompt)?;
-                let len = g.prompt.len() + g.max_new_tokens;
-                let kind = GroupKind::Generate {
-                    params: g.params,
-                    max_new: g.max_new_tokens,
-                    stop: g.stop,
-                    rng: Box::new(ChaCha8Rng::seed_from_u64(g.seed)),
-                    out: Generation {
-                        tokens: vec![],
-                        logprobs_raw: vec![],
-                        logprobs_proposal: vec![],
-                        finish: FinishReason::Length,
-                    },
-                };
-                (Group::new(vec![Seq::new(g.prompt)], kind), vec![len])
-            }
-            Request::Score(s) => {
-                self.check_tokens("prompt", &s.prompt)?;
-                self.check_tokens("continuation", &s.continuation)?;
-                let len = s.prompt.len() + s.continuation.len();
-                let kind = GroupKind::Score {
-                    prompt_len: s.prompt.len(),
-                    out: vec![f32::NAN; s.continuation.len()],
-                };
-                let seq = Seq::new([s.prompt, s.continuation].concat());
-                (Group::new(vec![seq], kind), vec![len])
-            }
-            Request::Joint(j) => {
-                if j.prompts.is_empty() {
-                    return Err(EngineError::InvalidRequest(
-                        "a joint request needs at least one prompt".into(),
-                    ));
-                }
-                for p in &j.prompts {
-                    self.check_tokens("prompt", p)?;
-                }
-                let lens = j
-                    .prompts
-                    .iter()
-                    .map(|p| p.len() + j.max_new_tokens)
-                    .collect();
-                let seqs = j.prompts.into_iter().map(Seq::new).collect();
-                let kind = GroupKind::Joint {
-                    max_new: j.max_new_tokens,
-                    stop: j.stop,
-                    decider: j.decider,
-                    tokens: vec![],
-                    finish: None,
-                };
-                (Group::new(seqs, kind), lens)
-            }
-        };
-        if group.seqs.iter().any(|s| s.tokens.is_empty()) {
-            return Err(EngineError::InvalidRequest(
-                "prompt: must contain at least one token".into(),
-            ));
-        }
+        let (seqs, task, lens) = task::build(req, self.spec.vocab_size)?;
         if let Some(&len) = lens.iter().find(|&&l| l > self.spec.max_position) {
             return Err(EngineError::PromptTooLong {
                 len,
@@ -293,7 +255,7 @@ impl<R: ModelRunner> Engine<R> {
                 available: self.cfg.num_blocks,
             });
         }
-        let n = group.seqs.len();
+        let n = seqs.len();
         if n > self.cfg.max_seqs || n > self.cfg.token_budget {
             return Err(EngineError::Config(format!(
                 "a request of {n} sequences needs max_seqs and token_budget of at least {n}"
@@ -301,28 +263,68 @@ impl<R: ModelRunner> Engine<R> {
         }
         let id = self.next_id;
         self.next_id += 1;
-        let mut group = group;
+        let group = Group::new(seqs, task, owner);
         // Requests with nothing to compute finish at once.
-        let empty = match &group.kind {
-            GroupKind::Generate { max_new, .. } | GroupKind::Joint { max_new, .. } => *max_new == 0,
-            GroupKind::Score { out, .. } => out.is_empty(),
-        };
+        let empty = group.task.done(&group.seqs);
+        self.groups.insert(id, group);
         if empty {
-            group.finish(&mut self.alloc);
-            self.outcomes.insert(id, outcome_of(&mut group));
-            self.groups.insert(id, group);
+            self.retire(id);
         } else {
-            self.groups.insert(id, group);
             self.waiting.push_back(id);
         }
         Ok(id)
+    }
+
+    /// Aborts an unfinished request: it leaves the queue or the batch at once, its KV blocks are
+    /// freed, and its outcome is [`EngineError::Aborted`] with `reason`. Returns whether it was
+    /// unfinished.
+    pub fn abort(&mut self, id: RequestId, reason: &str) -> bool {
+        let live = self.groups.contains_key(&id) && !self.outcomes.contains_key(&id);
+        if live {
+            if let Some(g) = self.groups.get_mut(&id) {
+                g.error = Some(EngineError::Aborted(reason.to_string()));
+            }
+            self.retire(id);
+        }
+        live
+    }
+
+    /// Aborts every unfinished request of `owner`; returns their ids.
+    pub fn abort_owner(&mut self, owner: Owner, reason: &str) -> Vec<RequestId> {
+        let mut ids: Vec<RequestId> = self
+            .groups
+            .iter()
+            .filter(|(id, g)| g.owner == owner && !self.outcomes.contains_key(id))
+            .map(|(&id, _)| id)
+            .collect();
+        ids.sort_unstable();
+        for &id in &ids {
+            self.abort(id, reason);
+        }
+        ids
+    }
+
+    /// Finishes group `id` (done, failed or aborted): frees its blocks, takes it out of the queue
+    /// and the batch, and records its outcome.
+    fn retire(&mut self, id: RequestId) {
+        let Some(group) = self.groups.get_mut(&id) else {
+            return;
+        };
+        group.finish(&mut self.alloc);
+        let out = match group.error.take() {
+            Some(e) => Err(e),
+            None => Ok(group.task.outcome()),
+        };
+        self.outcomes.insert(id, out);
+        self.running.retain(|&g| g != id);
+        self.waiting.retain(|&g| g != id);
     }
 
     /// Runs requests to completion (submitting them in order) and returns their outcomes in order.
     /// `on_step` sees every step's statistics.
     ///
     /// # Errors
-    /// The first submission or step error.
+    /// The first submission error, or the first failed request's error (in request order).
     pub fn run_all(
         &mut self,
         reqs: Vec<Request>,
@@ -333,13 +335,13 @@ impl<R: ModelRunner> Engine<R> {
             .map(|r| self.submit(r))
             .collect::<Result<Vec<_>>>()?;
         while self.has_unfinished() {
-            let stats = self.step()?;
+            let stats = self.step();
             on_step(&stats);
         }
         ids.into_iter()
             .map(|id| {
                 self.take_outcome(id)
-                    .ok_or_else(|| EngineError::Config(format!("request {id} has no outcome")))
+                    .ok_or_else(|| EngineError::Config(format!("request {id} has no outcome")))?
             })
             .collect()
     }
@@ -437,14 +439,11 @@ impl<R: ModelRunner> Engine<R> {
         // Cached blocks may cover at most this many tokens of each sequence. At least the last
         // token stays to compute (its logits are needed); a scoring keeps every position whose
         // logits it needs, from the last prompt token on.
-        let cap = match &group.kind {
-            GroupKind::Score { prompt_len, .. } => Some(*prompt_len),
-            _ => None,
-        };
+        let caps: Vec<usize> = group.seqs.iter().map(|s| group.task.cacheable(s)).collect();
         if prefix {
             // Defer if the next uncached full prompt block is being computed by someone else.
-            for seq in &mut group.seqs {
-                let full = (cap.unwrap_or(seq.tokens.len()) - 1) / bs;
+            for (seq, &cap) in group.seqs.iter_mut().zip(&caps) {
+                let full = (cap - 1) / bs;
                 for j in 0..full {
                     let key = seq.block_key(j, bs);
                     if self.alloc.contains(&key) {
@@ -457,8 +456,8 @@ impl<R: ModelRunner> Engine<R> {
                 }
             }
             // Take the cached prefix.
-            for seq in &mut group.seqs {
-                let full = (cap.unwrap_or(seq.tokens.len()) - 1) / bs;
+            for (seq, &cap) in group.seqs.iter_mut().zip(&caps) {
+                let full = (cap - 1) / bs;
                 for j in 0..full {
                     let key = seq.block_key(j, bs);
                     match self.alloc.lookup(&key) {
@@ -493,10 +492,11 @@ impl<R: ModelRunner> Engine<R> {
         Admission::Admitted(chunks)
     }
 
-    /// Decides what runs this step.
-    fn schedule(&mut self) -> (Vec<(RequestId, Chunks)>, usize) {
+    /// Decides what runs this step: running groups first, then admission in fair order (see the
+    /// module documentation).
+    fn schedule(&mut self) -> Plan {
         let mut budget = self.cfg.token_budget;
-        let mut plan = Vec::new();
+        let mut groups = Vec::new();
         let mut preempted = 0;
         let mut i = 0;
         while i < self.running.len() {
@@ -508,7 +508,7 @@ impl<R: ModelRunner> Engine<R> {
             loop {
                 if self.reserve(gid, &chunks) {
                     budget -= chunks.iter().map(|c| c.1).sum::<usize>();
-                    plan.push((gid, chunks));
+                    groups.push((gid, chunks));
                     i += 1;
                     break;
                 }
@@ -521,100 +521,144 @@ impl<R: ModelRunner> Engine<R> {
             }
         }
         if preempted == 0 {
-            let mut pending = HashSet::new();
-            if self.cfg.prefix_caching {
-                for gid in self.running.clone() {
-                    self.add_pending_keys(gid, &mut pending);
-                }
-            }
-            let mut seats = self.cfg.max_seqs - self.running_seqs();
-            let mut k = 0;
-            while k < self.waiting.len() && budget > 0 {
-                let gid = self.waiting[k];
-                let n = self.groups[&gid].seqs.len();
-                if n > seats {
-                    break;
-                }
-                match self.admit(gid, budget, &pending) {
-                    Admission::Admitted(chunks) => {
-                        budget -= chunks.iter().map(|c| c.1).sum::<usize>();
-                        seats -= n;
-                        self.waiting.remove(k);
-                        self.running.push(gid);
-                        plan.push((gid, chunks));
-                        if self.cfg.prefix_caching {
-                            self.add_pending_keys(gid, &mut pending);
-                        }
-                    }
-                    Admission::Deferred => k += 1,
-                    Admission::NoRoom => break,
-                }
-            }
+            self.admit_waiting(&mut budget, &mut groups);
         }
-        (plan, preempted)
+        Plan { groups, preempted }
     }
 
-    /// One iteration: schedule, run one forward pass, apply its results.
-    ///
-    /// # Errors
-    /// Runner errors, and a joint decider's error (which fails the step).
-    pub fn step(&mut self) -> Result<StepStats> {
+    /// Admits waiting groups in fair order while the budget, the seats and the KV blocks allow.
+    fn admit_waiting(&mut self, budget: &mut usize, plan: &mut Vec<(RequestId, Chunks)>) {
+        let mut pending = HashSet::new();
+        if self.cfg.prefix_caching {
+            for gid in self.running.clone() {
+                self.add_pending_keys(gid, &mut pending);
+            }
+        }
+        let mut share: HashMap<Owner, usize> = HashMap::new();
+        for gid in &self.running {
+            let g = &self.groups[gid];
+            *share.entry(g.owner).or_default() += g.seqs.len();
+        }
+        let mut seats = self.cfg.max_seqs - self.running_seqs();
+        let mut deferred: HashSet<RequestId> = HashSet::new();
+        while *budget > 0 {
+            // Preempted groups first, then the owner with the fewest running sequences, then age.
+            let next = self
+                .waiting
+                .iter()
+                .enumerate()
+                .filter(|(_, gid)| !deferred.contains(gid))
+                .min_by_key(|&(k, gid)| {
+                    let g = &self.groups[gid];
+                    let owner_seqs = share.get(&g.owner).copied().unwrap_or(0);
+                    (g.preemptions == 0, owner_seqs, k)
+                })
+                .map(|(k, &gid)| (k, gid));
+            let Some((k, gid)) = next else { break };
+            let n = self.groups[&gid].seqs.len();
+            if n > seats {
+                break;
+            }
+            match self.admit(gid, *budget, &pending) {
+                Admission::Admitted(chunks) => {
+                    *budget -= chunks.iter().map(|c| c.1).sum::<usize>();
+                    seats -= n;
+                    *share.entry(self.groups[&gid].owner).or_default() += n;
+                    self.waiting.remove(k);
+                    self.running.push(gid);
+                    plan.push((gid, chunks));
+                    if self.cfg.prefix_caching {
+                        self.add_pending_keys(gid, &mut pending);
+                    }
+                }
+                Admission::Deferred => {
+                    deferred.insert(gid);
+                }
+                Admission::NoRoom => break,
+            }
+        }
+    }
+
+    /// One iteration: `schedule()` makes the plan, one forward pass runs it, and
+    /// `update_from_output()` applies the results. Requests that fail in it (their rows, or the
+    /// forward pass they were in) finish with their error; the others go on.
+    pub fn step(&mut self) -> StepStats {
         self.steps += 1;
-        let (plan, preempted) = self.schedule();
+        let plan = self.schedule();
         let mut stats = StepStats {
             step: self.steps,
-            preempted,
+            preempted: plan.preempted,
             ..Default::default()
         };
-        if plan.is_empty() {
-            stats.free_blocks = self.alloc.num_free();
-            return Ok(stats);
+        if !plan.groups.is_empty() {
+            let (batch, uses, targets) = self.pack(&plan, &mut stats);
+            match self.runner.forward(&batch, &targets) {
+                Ok(outputs) if outputs.len() == uses.len() => {
+                    self.totals.passes += 1;
+                    self.totals.tokens += stats.tokens as u64;
+                    self.totals.prefill_tokens += stats.prefill_tokens as u64;
+                    self.update_from_output(&plan, uses, outputs, &mut stats);
+                }
+                Ok(outputs) => self.fail_plan(
+                    &plan,
+                    &format!("{} rows expected, got {}", uses.len(), outputs.len()),
+                ),
+                Err(e) => self.fail_plan(&plan, &e.to_string()),
+            }
+            let finished: Vec<RequestId> = self
+                .running
+                .iter()
+                .copied()
+                .filter(|gid| {
+                    let g = &self.groups[gid];
+                    g.error.is_some() || g.task.done(&g.seqs)
+                })
+                .collect();
+            stats.finished = finished.len();
+            for gid in finished {
+                self.retire(gid);
+            }
         }
-        let bs = self.cfg.block_size;
+        stats.free_blocks = self.alloc.num_free();
+        tracing::trace!(?stats, "engine step");
+        stats
+    }
+
+    /// Packs the plan into one forward batch: every chunk's tokens, and the rows the tasks need.
+    fn pack(
+        &self,
+        plan: &Plan,
+        stats: &mut StepStats,
+    ) -> (ForwardBatch, Vec<RowUse>, Vec<Option<u32>>) {
         let mut batch = ForwardBatch {
-            block_size: bs,
+            block_size: self.cfg.block_size,
             seq_starts: vec![0],
             ..Default::default()
         };
-        let mut uses: Vec<RowUse> = Vec::new();
-        let mut targets: Vec<Option<u32>> = Vec::new();
-        for (gid, chunks) in &plan {
+        let mut uses = Vec::new();
+        let mut targets = Vec::new();
+        for (gid, chunks) in &plan.groups {
             let group = &self.groups[gid];
-            let completes_all = chunks.len() == group.seqs.len()
+            let completes = chunks.len() == group.seqs.len()
                 && chunks
                     .iter()
                     .all(|&(si, n)| group.seqs[si].computed + n == group.seqs[si].tokens.len());
             for &(si, n) in chunks {
                 let seq = &group.seqs[si];
-                if n > 1
-                    || seq.computed + n < seq.tokens.len()
-                    || matches!(group.kind, GroupKind::Score { .. })
-                {
+                if group.task.prefill(seq, n) {
                     stats.prefill_tokens += n;
                 }
                 for p in seq.computed..seq.computed + n {
                     let row = batch.tokens.len();
                     batch.tokens.push(seq.tokens[p]);
                     batch.positions.push(p as u32);
-                    match &group.kind {
-                        GroupKind::Generate { .. } if p + 1 == seq.tokens.len() => {
-                            batch.logits_rows.push(row);
-                            uses.push(RowUse::Sample(*gid));
-                            targets.push(None);
-                        }
-                        GroupKind::Score { prompt_len, .. }
-                            if p + 1 >= *prompt_len && p + 1 < seq.tokens.len() =>
-                        {
-                            batch.logits_rows.push(row);
-                            uses.push(RowUse::Score(*gid, p + 1 - prompt_len));
-                            targets.push(Some(seq.tokens[p + 1]));
-                        }
-                        GroupKind::Joint { .. } if completes_all && p + 1 == seq.tokens.len() => {
-                            batch.logits_rows.push(row);
-                            uses.push(RowUse::Joint(*gid, si));
-                            targets.push(None);
-                        }
-                        _ => {}
+                    if let Some(need) = group.task.row(seq, p, completes) {
+                        batch.logits_rows.push(row);
+                        uses.push((*gid, si, p));
+                        targets.push(match need {
+                            RowNeed::Logits => None,
+                            RowNeed::Logprob(t) => Some(t),
+                        });
                     }
                 }
                 batch.block_tables.push(seq.blocks.clone());
@@ -623,13 +667,20 @@ impl<R: ModelRunner> Engine<R> {
             }
         }
         stats.tokens = batch.tokens.len();
-        let outputs = self.runner.forward(&batch, &targets)?;
-        self.totals.passes += 1;
-        self.totals.tokens += stats.tokens as u64;
-        self.totals.prefill_tokens += stats.prefill_tokens as u64;
+        (batch, uses, targets)
+    }
 
-        // KV is now in the cache: advance and register full blocks.
-        for (gid, chunks) in &plan {
+    /// Applies a forward pass: the KV is in the cache (advance, register full blocks), then each
+    /// scheduled task applies its rows; a task that fails records its error.
+    fn update_from_output(
+        &mut self,
+        plan: &Plan,
+        uses: Vec<RowUse>,
+        outputs: Vec<RowOutput>,
+        stats: &mut StepStats,
+    ) {
+        let bs = self.cfg.block_size;
+        for (gid, chunks) in &plan.groups {
             let group = self.groups.get_mut(gid).expect("scheduled group exists");
             for &(si, n) in chunks {
                 let seq = &mut group.seqs[si];
@@ -644,136 +695,28 @@ impl<R: ModelRunner> Engine<R> {
                 }
             }
         }
-        // Apply the rows.
-        let mut joint_rows: HashMap<RequestId, Vec<(usize, Vec<f32>)>> = HashMap::new();
-        for (use_, out) in uses.into_iter().zip(outputs) {
-            match (use_, out) {
-                (RowUse::Sample(gid), RowOutput::Logits(logits)) => {
-                    self.apply_sample(gid, &logits)?;
-                    stats.sampled += 1;
-                }
-                (RowUse::Score(gid, k), RowOutput::Logprob(lp)) => {
-                    if let Some(GroupKind::Score { out, .. }) =
-                        self.groups.get_mut(&gid).map(|g| &mut g.kind)
-                    {
-                        out[k] = lp;
-                    }
-                }
-                (RowUse::Joint(gid, member), RowOutput::Logits(logits)) => {
-                    joint_rows.entry(gid).or_default().push((member, logits));
-                }
-                _ => {
-                    return Err(EngineError::Config(
-                        "the runner returned a row of the wrong kind".into(),
-                    ));
-                }
+        let mut rows: HashMap<RequestId, Vec<TaskRow>> = HashMap::new();
+        for ((gid, member, pos), out) in uses.into_iter().zip(outputs) {
+            rows.entry(gid).or_default().push((member, pos, out));
+        }
+        let vocab = self.spec.vocab_size;
+        for (gid, _) in &plan.groups {
+            let group = self.groups.get_mut(gid).expect("scheduled group exists");
+            let mine = rows.remove(gid).unwrap_or_default();
+            match group.task.apply(&mut group.seqs, mine, vocab) {
+                Ok(n) => stats.sampled += n,
+                Err(e) => group.error = Some(e),
             }
         }
-        for (gid, mut rows) in joint_rows {
-            rows.sort_by_key(|r| r.0);
-            let logits: Vec<Vec<f32>> = rows.into_iter().map(|r| r.1).collect();
-            self.apply_joint(gid, &logits)?;
-            stats.sampled += 1;
-        }
-        // Retire finished groups.
-        let mut finished = Vec::new();
-        for &gid in &self.running {
-            let g = &self.groups[&gid];
-            let done = match &g.kind {
-                GroupKind::Score { .. } => g.seqs[0].computed == g.seqs[0].tokens.len(),
-                GroupKind::Generate {
-                    out, max_new, stop, ..
-                } => {
-                    out.tokens.len() >= *max_new
-                        || out.tokens.last().is_some_and(|t| stop.contains(t))
-                }
-                GroupKind::Joint { finish, .. } => finish.is_some(),
-            };
-            if done {
-                finished.push(gid);
+    }
+
+    /// Fails every request of a plan whose forward pass failed.
+    fn fail_plan(&mut self, plan: &Plan, message: &str) {
+        tracing::warn!(message, "forward pass failed");
+        for (gid, _) in &plan.groups {
+            if let Some(g) = self.groups.get_mut(gid) {
+                g.error = Some(EngineError::Forward(message.to_string()));
             }
         }
-        for gid in finished {
-            let group = self.groups.get_mut(&gid).expect("finished group exists");
-            group.finish(&mut self.alloc);
-            let out = outcome_of(group);
-            self.outcomes.insert(gid, out);
-            self.running.retain(|&g| g != gid);
-            stats.finished += 1;
-        }
-        stats.free_blocks = self.alloc.num_free();
-        tracing::trace!(?stats, "engine step");
-        Ok(stats)
-    }
-
-    fn apply_sample(&mut self, gid: RequestId, logits: &[f32]) -> Result<()> {
-        let group = self.groups.get_mut(&gid).expect("sampled group exists");
-        let GroupKind::Generate {
-            params,
-            max_new,
-            stop,
-            rng,
-            out,
-        } = &mut group.kind
-        else {
-            return Ok(());
-        };
-        let s = sample(logits, params, rng)?;
-        out.tokens.push(s.token);
-        out.logprobs_raw.push(s.logprob_raw);
-        out.logprobs_proposal.push(s.logprob_proposal);
-        if stop.contains(&s.token) {
-            out.finish = FinishReason::Stop;
-        } else if out.tokens.len() < *max_new {
-            group.seqs[0].tokens.push(s.token);
-        }
-        Ok(())
-    }
-
-    fn apply_joint(&mut self, gid: RequestId, logits: &[Vec<f32>]) -> Result<()> {
-        let group = self.groups.get_mut(&gid).expect("joint group exists");
-        let GroupKind::Joint {
-            max_new,
-            stop,
-            decider,
-            tokens,
-            finish,
-        } = &mut group.kind
-        else {
-            return Ok(());
-        };
-        let t = decider.decide(logits)?;
-        if t as usize >= self.spec.vocab_size {
-            return Err(EngineError::InvalidRequest(format!(
-                "the decider chose token {t}, outside the vocabulary"
-            )));
-        }
-        tokens.push(t);
-        if stop.contains(&t) {
-            *finish = Some(FinishReason::Stop);
-        } else if tokens.len() >= *max_new {
-            *finish = Some(FinishReason::Length);
-        } else {
-            for seq in &mut group.seqs {
-                seq.tokens.push(t);
-            }
-        }
-        Ok(())
-    }
-}
-
-/// The outcome of a finished group.
-fn outcome_of(group: &mut Group) -> Outcome {
-    debug_assert_eq!(group.state(), GroupState::Finished);
-    if let Some(s) = group.scored() {
-        return Outcome::Scored(s);
-    }
-    match &mut group.kind {
-        GroupKind::Generate { out, .. } => Outcome::Generated(out.clone()),
-        GroupKind::Joint { tokens, finish, .. } => Outcome::Joint(JointOutput {
-            tokens: tokens.clone(),
-            finish: finish.unwrap_or(FinishReason::Length),
-        }),
-        GroupKind::Score { .. } => unreachable!("handled above"),
     }
 }

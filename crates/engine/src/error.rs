@@ -73,6 +73,12 @@ pub enum EngineError {
         /// What is wrong, naming the entry and the field.
         message: String,
     },
+    /// The request was aborted (cancelled by its caller, or its deadline passed).
+    #[error("aborted: {0}")]
+    Aborted(String),
+    /// The forward pass that carried the request failed.
+    #[error("forward pass failed: {0}")]
+    Forward(String),
     /// An auction's input is unusable (e.g. no advertisers).
     #[error("{field}: {message}")]
     Auction {

@@ -29,7 +29,9 @@ pub mod request;
 pub mod roles;
 pub mod runner;
 pub mod seq;
+pub mod served;
+pub mod task;
 pub mod token_auction;
 
-pub use engine::{Engine, EngineConfig, RequestId, StepStats};
+pub use engine::{Engine, EngineConfig, Owner, RequestId, StepStats};
 pub use error::{EngineError, Result};

@@ -6,10 +6,8 @@
 //! through [`Group`] methods that check them.
 
 use crate::block::{BlockAllocator, BlockId, BlockKey};
-use crate::request::{JointDecider, Scored};
-use llm_auction_model::runner::{FinishReason, Generation};
-use llm_auction_model::sampling::SamplingParams;
-use rand_chacha::ChaCha8Rng;
+use crate::error::EngineError;
+use crate::task::Task;
 
 /// Where a group is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,49 +85,16 @@ impl Seq {
     }
 }
 
-/// What kind of request a group serves, with its running output.
-pub enum GroupKind {
-    /// Sampled generation.
-    Generate {
-        /// Sampling parameters.
-        params: SamplingParams,
-        /// Most new tokens.
-        max_new: usize,
-        /// Stop tokens.
-        stop: Vec<u32>,
-        /// The request's own random stream (survives preemption).
-        rng: Box<ChaCha8Rng>,
-        /// Output so far.
-        out: Generation,
-    },
-    /// Teacher-forced scoring.
-    Score {
-        /// Prompt length.
-        prompt_len: usize,
-        /// Log-probabilities so far (NaN until computed).
-        out: Vec<f32>,
-    },
-    /// Joint decoding.
-    Joint {
-        /// Most new tokens.
-        max_new: usize,
-        /// Stop tokens.
-        stop: Vec<u32>,
-        /// The decision rule.
-        decider: Box<dyn JointDecider>,
-        /// Tokens decided so far.
-        tokens: Vec<u32>,
-        /// Set when finished.
-        finish: Option<FinishReason>,
-    },
-}
-
 /// A request being served.
 pub struct Group {
     /// Its sequences (one, except for joint decoding).
     pub seqs: Vec<Seq>,
-    /// Its kind and output.
-    pub kind: GroupKind,
+    /// What it computes and its output.
+    pub task: Box<dyn Task>,
+    /// Who submitted it (the unit of fair sharing: one auction).
+    pub owner: u64,
+    /// Set when the request failed; it then finishes with this error.
+    pub error: Option<EngineError>,
     state: GroupState,
     /// Times it was preempted.
     pub preemptions: u32,
@@ -137,10 +102,12 @@ pub struct Group {
 
 impl Group {
     /// A waiting group.
-    pub fn new(seqs: Vec<Seq>, kind: GroupKind) -> Self {
+    pub fn new(seqs: Vec<Seq>, task: Box<dyn Task>, owner: u64) -> Self {
         Self {
             seqs,
-            kind,
+            task,
+            owner,
+            error: None,
             state: GroupState::Waiting,
             preemptions: 0,
         }
@@ -173,16 +140,5 @@ impl Group {
             s.free(alloc);
         }
         self.state = GroupState::Finished;
-    }
-
-    /// The scoring output, when this is a finished scoring group.
-    pub fn scored(&self) -> Option<Scored> {
-        match &self.kind {
-            GroupKind::Score { out, .. } => Some(Scored {
-                token_logprobs: out.clone(),
-                total_logprob: out.iter().map(|&x| x as f64).sum(),
-            }),
-            _ => None,
-        }
     }
 }

@@ -2,96 +2,15 @@
 //! caching and memory pressure, every request's outcome equals what it produces alone, and the
 //! allocator's invariants hold after every step.
 
+mod common;
+
+use common::*;
+use llm_auction_engine::EngineError;
 use llm_auction_engine::engine::{Engine, EngineConfig};
-use llm_auction_engine::request::{
-    GenerateSpec, JointDecider, JointSpec, Outcome, Request, ScoreSpec,
-};
+use llm_auction_engine::request::{GenerateSpec, JointSpec, Outcome, Request};
 use llm_auction_engine::runner::MockRunner;
-use llm_auction_engine::{EngineError, Result};
 use llm_auction_model::sampling::SamplingParams;
 use proptest::prelude::*;
-
-const VOCAB: usize = 40;
-
-/// A reproducible description of a request (requests themselves hold a boxed decider).
-#[derive(Debug, Clone)]
-enum Spec {
-    Gen {
-        prompt: Vec<u32>,
-        max_new: usize,
-        seed: u64,
-        greedy: bool,
-    },
-    Score {
-        prompt: Vec<u32>,
-        cont: Vec<u32>,
-    },
-    Joint {
-        prompts: Vec<Vec<u32>>,
-        max_new: usize,
-    },
-}
-
-/// Joint rule for tests: argmax of the members' summed logits.
-struct SumArgmax;
-impl JointDecider for SumArgmax {
-    fn decide(&mut self, logits: &[Vec<f32>]) -> Result<u32> {
-        let v = logits[0].len();
-        let sums: Vec<f32> = (0..v).map(|t| logits.iter().map(|r| r[t]).sum()).collect();
-        Ok(llm_auction_model::sampling::argmax(&sums) as u32)
-    }
-}
-
-fn request(s: &Spec) -> Request {
-    match s.clone() {
-        Spec::Gen {
-            prompt,
-            max_new,
-            seed,
-            greedy,
-        } => Request::Generate(GenerateSpec {
-            prompt,
-            params: if greedy {
-                SamplingParams::greedy()
-            } else {
-                SamplingParams {
-                    temperature: 0.9,
-                    top_p: 0.9,
-                    top_k: 0,
-                    greedy: false,
-                }
-            },
-            max_new_tokens: max_new,
-            stop: vec![0],
-            seed,
-        }),
-        Spec::Score { prompt, cont } => Request::Score(ScoreSpec {
-            prompt,
-            continuation: cont,
-        }),
-        Spec::Joint { prompts, max_new } => Request::Joint(JointSpec {
-            prompts,
-            max_new_tokens: max_new,
-            stop: vec![0],
-            decider: Box::new(SumArgmax),
-        }),
-    }
-}
-
-fn big() -> EngineConfig {
-    EngineConfig {
-        token_budget: 4096,
-        max_seqs: 64,
-        block_size: 4,
-        num_blocks: 4096,
-        prefix_caching: false,
-    }
-}
-
-fn alone(s: &Spec) -> Outcome {
-    let mut e = Engine::new(MockRunner::new(VOCAB, 512), big()).unwrap();
-    e.run_all(vec![request(s)], &mut |_| {}).unwrap().remove(0)
-}
 
 /// Runs all specs through one engine, checking invariants every step.
 fn together(
@@ -105,7 +24,7 @@ fn together(
         .collect();
     let mut steps = 0;
     while e.has_unfinished() {
-        let st = e.step().unwrap();
+        let st = e.step();
         assert!(st.tokens <= cfg.token_budget, "budget exceeded: {st:?}");
         assert!(
             st.seqs <= cfg.max_seqs && e.running_seqs() <= cfg.max_seqs,
@@ -123,75 +42,10 @@ fn together(
     let totals = e.totals();
     (
         ids.into_iter()
-            .map(|id| e.take_outcome(id).unwrap())
+            .map(|id| e.take_outcome(id).unwrap().unwrap())
             .collect(),
         totals,
     )
-}
-
-fn tokens(len: usize, seed: u32) -> Vec<u32> {
-    (0..len as u32)
-        .map(|k| 1 + (k * 7 + seed * 13) % (VOCAB as u32 - 1))
-        .collect()
-}
-
-fn spec_strategy() -> impl Strategy<Value = Spec> {
-    let shared = prop::sample::select(vec![tokens(9, 1), tokens(17, 2), tokens(4, 3)]);
-    prop_oneof![
-        (shared.clone(), 1..12usize, any::<u64>(), any::<bool>()).prop_map(
-            |(prompt, max_new, seed, greedy)| Spec::Gen {
-                prompt,
-                max_new,
-                seed,
-                greedy
-            }
-        ),
-        (
-            prop::collection::vec(1..VOCAB as u32, 1..30),
-            1..10usize,
-            any::<u64>()
-        )
-            .prop_map(|(prompt, max_new, seed)| Spec::Gen {
-                prompt,
-                max_new,
-                seed,
-                greedy: false
-            }),
-        (shared, prop::collection::vec(0..VOCAB as u32, 1..20))
-            .prop_map(|(prompt, cont)| Spec::Score { prompt, cont }),
-        (
-            prop::collection::vec(prop::collection::vec(1..VOCAB as u32, 1..12), 1..4),
-            1..8usize
-        )
-            .prop_map(|(prompts, max_new)| Spec::Joint { prompts, max_new }),
-    ]
-}
-
-fn cfg_strategy() -> impl Strategy<Value = EngineConfig> {
-    (
-        3usize..40,
-        3usize..10,
-        prop::sample::select(vec![1usize, 2, 4, 8]),
-        any::<bool>(),
-        0usize..3,
-    )
-        .prop_map(|(budget, seqs, bs, prefix, tight)| {
-            // Enough blocks for the largest request alone (prompt <= 30 + 12 new, 3 members of 12 + 8),
-            // sometimes barely, so that preemption happens.
-            let min_blocks = (3 * 20usize).div_ceil(bs).max(42usize.div_ceil(bs));
-            let num_blocks = match tight {
-                0 => min_blocks,
-                1 => min_blocks * 2,
-                _ => 4096,
-            };
-            EngineConfig {
-                token_budget: budget,
-                max_seqs: seqs,
-                block_size: bs,
-                num_blocks,
-                prefix_caching: prefix,
-            }
-        })
 }
 
 proptest! {
@@ -381,7 +235,7 @@ fn impossible_requests_are_rejected_at_submission() {
     // Zero-length work finishes immediately.
     let id = e.submit(generate(vec![1], 0)).unwrap();
     assert!(!e.has_unfinished());
-    assert!(matches!(e.take_outcome(id), Some(Outcome::Generated(g)) if g.tokens.is_empty()));
+    assert!(matches!(e.take_outcome(id), Some(Ok(Outcome::Generated(g))) if g.tokens.is_empty()));
     assert!(
         Engine::new(
             MockRunner::new(VOCAB, 64),

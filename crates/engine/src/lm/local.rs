@@ -51,7 +51,7 @@ macro_rules! local_text {
     };
 }
 
-fn sample_of(g: Generation) -> Sample {
+pub(crate) fn sample_of(g: Generation) -> Sample {
     Sample {
         tokens: g.tokens,
         logprobs_raw: Some(g.logprobs_raw),
@@ -61,7 +61,7 @@ fn sample_of(g: Generation) -> Sample {
 }
 
 /// Log-probabilities of a logits row (log-sum-exp in f64).
-fn log_softmax_row(row: &[f32]) -> Vec<f32> {
+pub(crate) fn log_softmax_row(row: &[f32]) -> Vec<f32> {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
     let lse = max
         + row
@@ -111,7 +111,7 @@ struct EngineSession<'m, B: KvBackend> {
 }
 
 /// Records the rows it is given and ends the joint request (used to read next-token rows).
-struct RowTap(Arc<Mutex<Vec<Vec<f32>>>>);
+pub(crate) struct RowTap(pub(crate) Arc<Mutex<Vec<Vec<f32>>>>);
 
 impl JointDecider for RowTap {
     fn decide(&mut self, logits: &[Vec<f32>]) -> Result<u32> {
@@ -164,13 +164,14 @@ impl<B: KvBackend> ModelSession for EngineSession<'_, B> {
             .map(|s| self.engine.submit(Request::Joint(s)))
             .collect::<Result<Vec<_>>>()?;
         while self.engine.has_unfinished() {
-            let stats = self.engine.step()?;
+            let stats = self.engine.step();
             on_step(&stats);
         }
         ids.into_iter()
             .map(|id| {
                 self.engine
                     .take_outcome(id)
+                    .transpose()?
                     .and_then(Outcome::joint)
                     .ok_or_else(|| EngineError::Config("missing joint outcome".into()))
             })

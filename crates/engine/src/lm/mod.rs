@@ -19,10 +19,12 @@
 
 pub mod joint;
 pub mod local;
+pub mod served;
 
 use crate::engine::StepStats;
 use crate::error::{EngineError, Result};
 use crate::request::{GenerateSpec, JointOutput, JointSpec, ScoreSpec, Scored};
+use crate::served::Ticket;
 use llm_auction_model::runner::FinishReason;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -117,6 +119,16 @@ pub trait LanguageModel: Send + Sync {
     /// # Errors
     /// If the session's resources cannot be allocated.
     fn session(&self) -> Result<Box<dyn ModelSession + '_>>;
+
+    /// Opens a session for work under `ticket` (an auction's cancellation and deadline). Models
+    /// that can stop work in flight honour it; by default this is [`LanguageModel::session`].
+    ///
+    /// # Errors
+    /// As [`LanguageModel::session`].
+    fn session_for(&self, ticket: &Ticket) -> Result<Box<dyn ModelSession + '_>> {
+        let _ = ticket;
+        self.session()
+    }
 
     /// A fingerprint of the tokenizer (see [`vocab_fingerprint`]); two models can take part in one
     /// token auction only if their fingerprints are equal.
