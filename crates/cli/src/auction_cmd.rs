@@ -223,6 +223,7 @@ pub fn mosaic(args: MosaicArgs, quiet: bool) -> Result<()> {
                     &cfg,
                     &mut |phase, done, total| match phase {
                         Phase::Generating => gen_bar.set_position(done as u64),
+                        Phase::Candidate { .. } => {}
                         Phase::Scoring => {
                             gen_bar.finish_and_clear();
                             score_bar.set_length(total as u64);

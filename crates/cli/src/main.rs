@@ -11,6 +11,7 @@ mod mechanism;
 mod model_cmd;
 mod models;
 mod plot;
+mod serve;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -51,6 +52,8 @@ enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// The auctions as an HTTP service: JSON API, Server-Sent Events, metrics, a web playground.
+    Serve(serve::ServeArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -79,6 +82,7 @@ fn main() -> ExitCode {
         Command::TokenAuction(args) => auction_cmd::token_auction(args, quiet),
         Command::Bench(BenchCommand::Engine(args)) => bench::bench_engine(args, quiet),
         Command::Bench(BenchCommand::Model(args)) => bench::bench_model(args, quiet),
+        Command::Serve(args) => serve::serve(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

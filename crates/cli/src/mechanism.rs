@@ -83,6 +83,22 @@ struct TokenOut {
     critical_bids: Option<Vec<Option<f64>>>,
 }
 
+/// `mechanism mosaic` on a JSON text: the output JSON.
+///
+/// # Errors
+/// As the subcommand: a bad input names its field.
+pub fn mosaic_json(text: &str) -> Result<String> {
+    Ok(serde_json::to_string(&mosaic(parse_json(text)?)?)?)
+}
+
+/// `mechanism token` on a JSON text: the output JSON.
+///
+/// # Errors
+/// As the subcommand: a bad input names its field.
+pub fn token_json(text: &str) -> Result<String> {
+    Ok(serde_json::to_string(&token(parse_json(text)?)?)?)
+}
+
 /// Runs one mechanism subcommand.
 pub fn run(cmd: MechanismCommand) -> Result<()> {
     let out = match cmd {
@@ -105,7 +121,15 @@ fn read_input<T: DeserializeOwned>(args: &InputArgs) -> Result<T> {
             s
         }
     };
-    let de = &mut serde_json::Deserializer::from_str(&text);
+    parse_json(&text)
+}
+
+/// Parses a JSON object; errors name the offending field (`"advertisers[1].name: ..."`).
+///
+/// # Errors
+/// Invalid JSON, a missing or unknown field, a value of the wrong type.
+pub fn parse_json<T: DeserializeOwned>(text: &str) -> Result<T> {
+    let de = &mut serde_json::Deserializer::from_str(text);
     match serde_path_to_error::deserialize(de) {
         Ok(v) => Ok(v),
         Err(e) => {

@@ -9,6 +9,7 @@ use clap::Args;
 use llm_auction_engine::engine::EngineConfig;
 use llm_auction_engine::lm::LanguageModel;
 use llm_auction_engine::lm::local::EngineModel;
+use llm_auction_engine::lm::served::ServedModel;
 use llm_auction_engine::models_file::{DEFAULT_ENTRY, EntrySpec, ModelsFile};
 use llm_auction_engine::remote::RemoteModel;
 use llm_auction_model::backend::KvBackend;
@@ -25,13 +26,24 @@ pub struct ModelsArgs {
     pub file: Option<PathBuf>,
 }
 
+/// How local models run their sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Serving {
+    /// Each session (one auction) owns an engine: the CLI's one-shot commands.
+    PerSession,
+    /// One engine thread per model shared by every session: the HTTP service.
+    Shared,
+}
+
 /// The entries the roles use, instantiated once each.
 pub struct Registry {
     models: BTreeMap<String, Arc<dyn LanguageModel>>,
+    served: Vec<Arc<ServedModel>>,
 }
 
 impl Registry {
-    /// Loads (local) or connects to and probes (remote) the entry of every `(role, entry)`.
+    /// Loads (local) or connects to and probes (remote) the entry of every `(role, entry)`; each
+    /// local model's sessions own their engine.
     ///
     /// # Errors
     /// A bad models file, an unknown entry, a model that does not load, a server that does not
@@ -43,6 +55,34 @@ impl Registry {
         engine: EngineConfig,
         device: &B::Device,
         quiet: bool,
+    ) -> Result<Self>
+    where
+        llm_auction_model::model::Model<B>: Send + Sync,
+    {
+        Self::build_with::<B>(
+            file,
+            roles,
+            model,
+            engine,
+            device,
+            quiet,
+            Serving::PerSession,
+        )
+    }
+
+    /// As [`Registry::build`], with local models served as `serving` says.
+    ///
+    /// # Errors
+    /// As [`Registry::build`], and an engine thread that does not start.
+    #[allow(clippy::too_many_arguments)]
+    pub fn build_with<B: KvBackend>(
+        file: &ModelsArgs,
+        roles: &[(String, String)],
+        model: &ModelArgs,
+        engine: EngineConfig,
+        device: &B::Device,
+        quiet: bool,
+        serving: Serving,
     ) -> Result<Self>
     where
         llm_auction_model::model::Model<B>: Send + Sync,
@@ -68,6 +108,7 @@ impl Registry {
             });
         }
         let mut models: BTreeMap<String, Arc<dyn LanguageModel>> = BTreeMap::new();
+        let mut shared = Vec::new();
         for spec in specs {
             let name = spec_name(&spec).to_string();
             let served: Vec<&str> = roles
@@ -83,9 +124,21 @@ impl Registry {
                         model: path.or_else(|| model.model.clone()),
                         device: model.device,
                     };
-                    let loaded = load_model::<B>(&args, device, quiet)
-                        .with_context(|| format!("{served} (model {name})"))?;
-                    Arc::new(EngineModel::new(&name, Arc::new(loaded), engine))
+                    let loaded = Arc::new(
+                        load_model::<B>(&args, device, quiet)
+                            .with_context(|| format!("{served} (model {name})"))?,
+                    );
+                    match serving {
+                        Serving::PerSession => Arc::new(EngineModel::new(&name, loaded, engine)),
+                        Serving::Shared => {
+                            let m = Arc::new(
+                                ServedModel::start(&name, loaded, engine)
+                                    .with_context(|| format!("{served} (model {name})"))?,
+                            );
+                            shared.push(m.clone());
+                            m
+                        }
+                    }
                 }
                 EntrySpec::Remote(spec) => Arc::new(
                     RemoteModel::connect(spec)
@@ -94,7 +147,20 @@ impl Registry {
             };
             models.insert(lm.info().name.clone(), lm);
         }
-        Ok(Self { models })
+        Ok(Self {
+            models,
+            served: shared,
+        })
+    }
+
+    /// Every entry, by name.
+    pub fn models(&self) -> impl Iterator<Item = &dyn LanguageModel> {
+        self.models.values().map(|m| m.as_ref())
+    }
+
+    /// The shared engines (with [`Serving::Shared`]), for their live figures.
+    pub fn served(&self) -> &[Arc<ServedModel>] {
+        &self.served
     }
 
     /// The model of entry `name` (one of the entries given to [`Registry::build`]).

@@ -230,9 +230,18 @@ pub struct MosaicReport {
 
 /// The phases reported to the progress callback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
+pub enum Phase<'a> {
     /// Sampling candidates: `(tokens generated, most tokens)`.
     Generating,
+    /// A candidate has been generated: `(its index, M)`, with its text.
+    Candidate {
+        /// The reply's text.
+        text: &'a str,
+        /// Its tokens.
+        tokens: usize,
+        /// Why it ended.
+        finish: FinishReason,
+    },
     /// Scoring candidates: `(scorings finished, scorings)`.
     Scoring,
 }
@@ -259,7 +268,12 @@ pub fn generator_system_prompt(ads: &[Advertiser]) -> String {
     format!("Answer the query. Try to mention {list}.")
 }
 
-fn check(cfg: &MosaicConfig, query: &str, ads: &[Advertiser]) -> Result<Vec<f64>> {
+/// Checks an auction's input (before any model work); returns the `τ_i` (all 1 when not given).
+///
+/// # Errors
+/// [`EngineError::Auction`] naming the field: an empty query, no advertisers, `M = 0`, `τ <= 0`,
+/// `τ_i` of the wrong length or not positive, bad sampling parameters.
+pub fn check_input(cfg: &MosaicConfig, query: &str, ads: &[Advertiser]) -> Result<Vec<f64>> {
     let bad = |field, message: String| Err(EngineError::Auction { field, message });
     if query.trim().is_empty() {
         return bad("query", "must not be empty".into());
@@ -359,10 +373,10 @@ pub fn run_mosaic(
     query: &str,
     ads: &[Advertiser],
     cfg: &MosaicConfig,
-    progress: &mut dyn FnMut(Phase, usize, usize),
+    progress: &mut dyn FnMut(Phase<'_>, usize, usize),
 ) -> Result<MosaicReport> {
     let start = Instant::now();
-    let tau_i = check(cfg, query, ads)?;
+    let tau_i = check_input(cfg, query, ads)?;
     if models.advertisers.len() != ads.len() {
         return Err(EngineError::Auction {
             field: "advertiser-model",
@@ -478,6 +492,14 @@ pub fn run_mosaic(
         .iter()
         .map(|g| reply_text(sampler, &g.tokens).map_err(sessions.err(sampler_s)))
         .collect::<Result<_>>()?;
+    for (j, (g, text)) in gens.iter().zip(&texts).enumerate() {
+        let phase = Phase::Candidate {
+            text,
+            tokens: g.tokens.len(),
+            finish: g.finish,
+        };
+        progress(phase, j, cfg.m);
+    }
 
     // 2. Scores under every prompt (the generator's own prompt is π_ref's in Algorithm 1). Each
     //    scoring role's requests go to its model's session; the order within a session is the

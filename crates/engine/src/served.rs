@@ -357,7 +357,8 @@ pub fn serve<R: ModelRunner>(mut engine: Engine<R>, inbox: Inbox) {
     }
 }
 
-/// Sends finished requests their results and each advanced call its step.
+/// Sends each advanced call its step, then finished requests their results (in this order, so a
+/// call sees its last step before it returns).
 fn deliver<R: ModelRunner>(
     engine: &mut Engine<R>,
     live: &mut HashMap<RequestId, Live>,
@@ -370,23 +371,18 @@ fn deliver<R: ModelRunner>(
             continue;
         };
         if let Some(out) = engine.take_outcome(id) {
-            done.push(id);
             if let Ok(o) = &out {
                 call.sampled += progress_of(o).saturating_sub(l.progress);
             }
             call.finished += 1;
-            call.left -= 1;
-            let _ = call.reply.send(Event::Done(l.index, out));
+            done.push((id, out));
         } else if let Some(p) = engine.progress(id) {
             call.sampled += p.saturating_sub(l.progress);
             l.progress = p;
         }
     }
-    for id in done {
-        live.remove(&id);
-    }
     let base = stats.unwrap_or_default();
-    calls.retain(|_, c| {
+    for c in calls.values_mut() {
         if c.sampled > 0 || c.finished > 0 {
             let _ = c.reply.send(Event::Step(StepStats {
                 sampled: c.sampled,
@@ -396,8 +392,16 @@ fn deliver<R: ModelRunner>(
             c.sampled = 0;
             c.finished = 0;
         }
-        c.left > 0
-    });
+    }
+    for (id, out) in done {
+        if let Some(l) = live.remove(&id)
+            && let Some(call) = calls.get_mut(&l.call)
+        {
+            call.left -= 1;
+            let _ = call.reply.send(Event::Done(l.index, out));
+        }
+    }
+    calls.retain(|_, c| c.left > 0);
 }
 
 /// Tokens a finished request produced (as [`Engine::progress`] counts them).

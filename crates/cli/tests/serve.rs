@@ -1,0 +1,314 @@
+//! `llm-auction serve` through the binary on 127.0.0.1 with a tiny random model: 100 concurrent
+//! auctions (none dropped, every report self-consistent with the mechanism), the error answers
+//! (400 naming the field, 404, 413, 429, 504), the API key, and a graceful shutdown on SIGTERM.
+
+mod common;
+
+use common::{Server, answer, tiny_model};
+use llm_auction_mechanism::mosaic::{Mosaic, RewardMatrix, importance_weights};
+use serde_json::{Value, json};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn mosaic_body(seed: u64, m: usize, tokens: usize) -> String {
+    json!({
+        "query": format!("Where should I eat tonight? ({seed})"),
+        "advertisers": [
+            {"name": "Luigi", "description": "a pizzeria"},
+            "Burger Hub: a burger restaurant",
+        ],
+        "m": m,
+        "max_new_tokens": tokens,
+        "seed": seed,
+    })
+    .to_string()
+}
+
+fn floats(v: &Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
+/// The report's allocation, payments, utilities and revenue equal what the mechanism computes from
+/// its rewards and its importance weights (recomputed from `log_ref` and `log_q`).
+fn check_consistent(r: &Value) {
+    let cands = r["candidates"].as_array().unwrap();
+    let n_ads = r["advertisers"].as_array().unwrap().len();
+    let rows: Vec<Vec<f64>> = (0..n_ads)
+        .map(|i| {
+            cands
+                .iter()
+                .map(|c| c["rewards"][i].as_f64().unwrap())
+                .collect()
+        })
+        .collect();
+    let log_ref: Vec<f64> = cands
+        .iter()
+        .map(|c| c["log_ref"].as_f64().unwrap())
+        .collect();
+    let log_q: Vec<f64> = cands.iter().map(|c| c["log_q"].as_f64().unwrap()).collect();
+    let lw = importance_weights(&log_ref, &log_q, cands.len()).unwrap();
+    for (c, w) in cands.iter().zip(&lw) {
+        let got = c["log_weight"].as_f64().unwrap();
+        assert!(
+            (got - w).abs() <= 1e-12 * w.abs().max(1.0),
+            "log weight {got} vs {w}"
+        );
+    }
+    let tau = r["config"]["tau"].as_f64().unwrap();
+    let out = Mosaic::new(tau)
+        .unwrap()
+        .with_offset(r["config"]["offset"].as_bool().unwrap())
+        .run(&RewardMatrix::from_rows(&rows).unwrap(), Some(&lw))
+        .unwrap();
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1.0);
+    for (a, b) in floats(&r["allocation"]).iter().zip(&out.allocation) {
+        assert!(close(*a, *b), "allocation {a} vs {b}");
+    }
+    for (i, res) in r["results"].as_array().unwrap().iter().enumerate() {
+        let p = res["payment"].as_f64().unwrap();
+        assert!(
+            close(p, out.payments[i]),
+            "payment {p} vs {}",
+            out.payments[i]
+        );
+        let u = res["utility"].as_f64().unwrap();
+        assert!(
+            close(u, out.utilities[i]),
+            "utility {u} vs {}",
+            out.utilities[i]
+        );
+    }
+    let rev = r["revenue"].as_f64().unwrap();
+    assert!(close(rev, out.revenue), "revenue {rev} vs {}", out.revenue);
+    let w = r["winner"].as_u64().unwrap() as usize;
+    assert_eq!(r["reply"], cands[w]["text"]);
+}
+
+/// Reads a metric's value (first line that starts with `name`).
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name} in\n{text}"))
+}
+
+#[test]
+fn hundred_concurrent_auctions_none_dropped_all_consistent() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let server = Server::start(&model, &["--max-seqs", "128"], &[]);
+    let results: Vec<(u16, Value)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..100u64)
+            .map(|k| {
+                let server = &server;
+                s.spawn(move || server.post("/v1/mosaic", &mosaic_body(k, 2 + (k % 3) as usize, 6)))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (k, (code, r)) in results.iter().enumerate() {
+        assert_eq!(*code, 200, "auction {k}: {r}");
+        assert_eq!(r["config"]["seed"], k as u64);
+        check_consistent(r);
+    }
+    let (_, text) = server.get("/metrics");
+    assert_eq!(
+        metric(
+            &text,
+            "llm_auction_auctions_finished_total{kind=\"mosaic\"}"
+        ),
+        100.0
+    );
+    assert_eq!(
+        metric(&text, "llm_auction_auctions_failed_total{kind=\"mosaic\"}"),
+        0.0
+    );
+    assert_eq!(metric(&text, "llm_auction_auctions_in_flight"), 0.0);
+    // Batching across auctions happened: more sequences than one auction's per forward pass.
+    let seqs = metric(&text, "llm_auction_engine_step_batch_sequences_sum");
+    let steps = metric(&text, "llm_auction_engine_step_batch_sequences_count");
+    assert!(seqs / steps > 4.0, "mean batch {}", seqs / steps);
+    // A token auction and the pure mechanisms answer too.
+    let (code, t) = server.post(
+        "/v1/token-auction",
+        &json!({"query": "An ad", "agents": ["A: pizza: 2", {"name": "B", "description": "burgers", "bid": 1}], "max_new_tokens": 5}).to_string(),
+    );
+    assert_eq!(code, 200, "{t}");
+    let steps = t["steps"].as_array().unwrap().len();
+    assert!((1..=5).contains(&steps), "{t}");
+    assert_eq!(t["total_payments"].as_array().unwrap().len(), 2);
+    let (code, m) = server.post(
+        "/v1/mechanism/mosaic",
+        &json!({"rewards": [[1.0, 0.0], [0.0, 2.0]], "tau": 1.0}).to_string(),
+    );
+    assert_eq!(code, 200, "{m}");
+    assert_eq!(m["payments"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn bad_input_and_limits_get_json_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let server = Server::start(
+        &model,
+        &[
+            "--max-m",
+            "64",
+            "--max-body-bytes",
+            "4096",
+            "--max-queue",
+            "1",
+            "--deadline-s",
+            "1",
+        ],
+        &[],
+    );
+    let cases = [
+        ("{", "invalid JSON"),
+        (
+            r#"{"query": "q", "advertisers": ["A: b"], "m": "two"}"#,
+            "m: invalid type",
+        ),
+        (
+            r#"{"query": "q", "advertisers": ["A: b"], "colour": 1}"#,
+            "colour: unknown field",
+        ),
+        (
+            r#"{"query": "q", "advertisers": ["A: b"], "m": 65}"#,
+            "m: 65 is more than",
+        ),
+        (
+            r#"{"query": "q", "advertisers": ["A: b"], "tau": -1}"#,
+            "tau: must be",
+        ),
+        (
+            r#"{"query": "q", "advertisers": ["no colon"]}"#,
+            "advertisers[0]",
+        ),
+        (
+            r#"{"query": "q", "advertisers": ["A: b"], "reference": "nope"}"#,
+            "reference: no model \"nope\"",
+        ),
+        (
+            r#"{"query": "q", "advertisers": ["A: b"], "advertiser_models": {"Z": "default"}}"#,
+            "advertiser_models.Z",
+        ),
+    ];
+    for (body, want) in cases {
+        let (code, v) = server.post("/v1/mosaic", body);
+        assert_eq!(code, 400, "{body}: {v}");
+        let msg = v["error"].as_str().unwrap();
+        assert!(msg.contains(want), "{body}: {msg:?} lacks {want:?}");
+        assert!(!msg.contains('\n'), "one line: {msg:?}");
+    }
+    let (code, v) = server.post(
+        "/v1/token-auction",
+        r#"{"query": "q", "agents": ["A: b: -1"]}"#,
+    );
+    assert_eq!(code, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().starts_with("agents[0]"), "{v}");
+    let (code, v) = server.post("/v1/mechanism/token", r#"{"bids": [1]}"#);
+    assert_eq!(code, 400, "{v}");
+    let (code, v) = server.post(
+        "/v1/mosaic",
+        &format!(r#"{{"query": "{}"}}"#, "x".repeat(5000)),
+    );
+    assert_eq!(code, 413, "{v}");
+    let (code, body) = server.get("/nowhere");
+    assert_eq!(code, 404);
+    assert!(body.contains("\"error\""), "{body}");
+    // An auction too long for its deadline is cancelled (504); while it runs the queue is full.
+    std::thread::scope(|s| {
+        let long = s.spawn(|| server.post("/v1/mosaic", &mosaic_body(1, 64, 500)));
+        let start = Instant::now();
+        loop {
+            let (_, m) = server.get("/metrics");
+            if metric(&m, "llm_auction_auctions_in_flight") >= 1.0 {
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(30));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let r = ureq::post(&server.url("/v1/mosaic")).send_string(&mosaic_body(2, 2, 2));
+        match r {
+            Err(ureq::Error::Status(429, resp)) => {
+                assert_eq!(resp.header("Retry-After"), Some("1"));
+                let v: Value = serde_json::from_str(&resp.into_string().unwrap()).unwrap();
+                assert!(v["error"].as_str().unwrap().contains("--max-queue"), "{v}");
+            }
+            other => panic!("expected 429, got {other:?}"),
+        }
+        let (code, v) = long.join().unwrap();
+        assert_eq!(code, 504, "{v}");
+        assert!(
+            v["error"].as_str().unwrap().contains("deadline exceeded"),
+            "{v}"
+        );
+    });
+    let (_, m) = server.get("/metrics");
+    assert_eq!(
+        metric(&m, "llm_auction_auctions_cancelled_total{kind=\"mosaic\"}"),
+        1.0
+    );
+    // The engine still serves after the cancellation.
+    let (code, v) = server.post("/v1/mosaic", &mosaic_body(3, 2, 3));
+    assert_eq!(code, 200, "{v}");
+}
+
+#[test]
+fn api_key_is_required_and_sigterm_shuts_down_gracefully() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    // Beyond loopback without a key: refused at start.
+    let out = Command::new(env!("CARGO_BIN_EXE_llm-auction"))
+        .args(["serve", "--bind", "0.0.0.0:0", "--model"])
+        .arg(&model)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("--bind") && err.contains("--api-key-env"),
+        "{err}"
+    );
+
+    const KEY: &str = "s3cret-key-for-tests";
+    let key = KEY;
+    let server = Server::start(&model, &["--api-key-env", "KEY"], &[("KEY", key)]);
+    for auth in [None, Some("Bearer wrong"), Some("s3cret-key-for-tests")] {
+        let mut req = ureq::get(&server.url("/v1/models"));
+        if let Some(a) = auth {
+            req = req.set("Authorization", a);
+        }
+        let (code, v) = answer(req.call());
+        assert_eq!(code, 401, "{auth:?}: {v}");
+        assert!(!v.to_string().contains(key));
+    }
+    let authed = |r: ureq::Request| r.set("Authorization", &format!("Bearer {KEY}"));
+    let (code, v) = answer(authed(ureq::get(&server.url("/v1/models"))).call());
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["models"][0]["name"], "default");
+    // The page itself is public (it holds no data); the API behind it is not.
+    assert_eq!(server.get("/").0, 200);
+    // SIGTERM while an auction runs: it finishes within the grace period, then the process exits 0.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let url = server.url("/v1/mosaic");
+    let client = std::thread::spawn(move || {
+        let r = authed(ureq::post(&url)).send_string(&mosaic_body(5, 8, 200));
+        tx.send(()).unwrap();
+        answer(r)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(rx.try_recv().is_err(), "the auction was still running");
+    let (code, stderr) = server.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stderr.contains(key), "the key is never logged");
+    let (code, v) = client.join().unwrap();
+    assert_eq!(code, 200, "{v}");
+    check_consistent(&v);
+}
