@@ -62,6 +62,8 @@ enum BenchCommand {
     Model(bench::BenchModelArgs),
     /// One MOSAIC auction through the scheduler and naively; prints both times and the ratio.
     Engine(bench::BenchEngineArgs),
+    /// The HTTP service under load: concurrent MOSAIC auctions against the same run one by one.
+    Serve(serve::bench::BenchServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -82,6 +84,7 @@ fn main() -> ExitCode {
         Command::TokenAuction(args) => auction_cmd::token_auction(args, quiet),
         Command::Bench(BenchCommand::Engine(args)) => bench::bench_engine(args, quiet),
         Command::Bench(BenchCommand::Model(args)) => bench::bench_model(args, quiet),
+        Command::Bench(BenchCommand::Serve(args)) => serve::bench::bench_serve(args),
         Command::Serve(args) => serve::serve(args),
     };
     match result {

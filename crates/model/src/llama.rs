@@ -214,7 +214,26 @@ impl<B: KvBackend> Llama<B> {
         let rope_k = self
             .rope
             .rows::<B>(&batch.positions, cfg.num_kv_heads, &self.device);
-        let att = AttentionInputs::new(self, &plan);
+        let num_slots = cache.num_slots();
+        let groups = attention_groups(batch, |b| {
+            b.plan(cfg.vocab_size, cfg.max_position, num_slots, rep)
+        })?;
+        let atts: Vec<GroupInputs<'_, B>> = if groups.is_empty() {
+            vec![(None, AttentionInputs::new(self, &plan))]
+        } else {
+            groups
+                .iter()
+                .map(|(rows, p)| (Some(self.int1(rows.clone())), AttentionInputs::new(self, p)))
+                .collect()
+        };
+        let inverse = (!groups.is_empty()).then(|| {
+            let mut inv = vec![0i64; n];
+            let order = groups.iter().flat_map(|(r, _)| r);
+            for (k, &row) in order.enumerate() {
+                inv[row as usize] = k as i64;
+            }
+            self.int1(inv)
+        });
         for (l, block) in self.blocks.iter().enumerate() {
             let h = self.rms_norm(x.clone(), &block.attn_norm);
             let hq = linear(h.clone(), &block.wq).reshape([n, cfg.num_heads, hd]);
@@ -227,7 +246,23 @@ impl<B: KvBackend> Llama<B> {
             let values =
                 std::mem::replace(&mut cache.values[l], Tensor::empty([0, 0], &self.device));
             cache.values[l] = B::write_rows(values, &plan.slot_mapping, hv)?;
-            let o = att.attend(hq, &cache.keys[l], &cache.values[l]); // [N, q]
+            let (keys, values) = (&cache.keys[l], &cache.values[l]);
+            let o = match &inverse {
+                None => atts[0].1.attend(hq, keys, values), // [N, q]
+                Some(inv) => {
+                    let parts = atts
+                        .iter()
+                        .map(|(rows, att)| {
+                            let q = match rows {
+                                Some(r) => hq.clone().select(0, r.clone()),
+                                None => hq.clone(),
+                            };
+                            att.attend(q, keys, values)
+                        })
+                        .collect();
+                    Tensor::cat(parts, 0).select(0, inv.clone())
+                }
+            };
             x = x + linear(o, &block.wo);
             let h = self.rms_norm(x.clone(), &block.mlp_norm);
             let m = silu(linear(h.clone(), &block.w_gate)) * linear(h, &block.w_up);
@@ -241,6 +276,58 @@ impl<B: KvBackend> Llama<B> {
         Ok(linear(last, &self.lm_head))
     }
 }
+
+/// Sequences grouped by the size class of their query chunk (decode tokens, then chunks of 2-4,
+/// 5-16, 17-64, ... tokens), each group with its own attention plan, so that no sequence is padded
+/// to a much longer chunk or context of another (a decode row beside a 100-token prefill chunk
+/// would otherwise compute 100 padded query rows). Returns the packed rows and the plan of each
+/// group; none when every sequence is in one class (the batch's own plan serves).
+fn attention_groups(
+    batch: &ForwardBatch,
+    make: impl Fn(&ForwardBatch) -> Result<Plan>,
+) -> Result<Vec<(Vec<i64>, Plan)>> {
+    let class = |n: usize| {
+        let mut c = 0;
+        let mut bound = 1;
+        while n > bound {
+            bound *= 4;
+            c += 1;
+        }
+        c
+    };
+    let mut by_class: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
+    for s in 0..batch.num_seqs() {
+        let n = batch.seq_starts[s + 1] - batch.seq_starts[s];
+        by_class.entry(class(n)).or_default().push(s);
+    }
+    if by_class.len() == 1 {
+        return Ok(vec![]);
+    }
+    by_class
+        .values()
+        .map(|seqs| {
+            let mut sub = ForwardBatch {
+                block_size: batch.block_size,
+                seq_starts: vec![0],
+                ..Default::default()
+            };
+            let mut rows = Vec::new();
+            for &s in seqs {
+                for r in batch.seq_starts[s]..batch.seq_starts[s + 1] {
+                    sub.tokens.push(batch.tokens[r]);
+                    sub.positions.push(batch.positions[r]);
+                    rows.push(r as i64);
+                }
+                sub.seq_starts.push(sub.tokens.len());
+                sub.block_tables.push(batch.block_tables[s].clone());
+            }
+            Ok((rows, make(&sub)?))
+        })
+        .collect()
+}
+
+/// One attention group's packed rows (`None`: all of them) and inputs.
+type GroupInputs<'a, B> = (Option<Tensor<B, 1, Int>>, AttentionInputs<'a, B>);
 
 /// Per-pass attention inputs shared by all layers: padding indices, context gather indices, bias.
 struct AttentionInputs<'a, B: KvBackend> {

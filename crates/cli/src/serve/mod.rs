@@ -6,6 +6,7 @@
 
 mod api;
 mod auth;
+pub mod bench;
 mod metrics;
 
 use crate::auction_cmd::EngineArgs;
