@@ -44,6 +44,10 @@ class Failure extends Error {}
 function check(cond, msg) { if (!cond) throw new Failure(msg); }
 /** data-value (string) equals the JSON number exactly. */
 const same = (dv, want) => (want === null || want === undefined ? dv === String(want) : Number(dv) === want);
+/** data-value (string) equals the JSON number within 1e-6 relative: a second run of the same auction
+ *  on the shared engine may reuse the first one's cached prompt blocks, which moves f32 sums in their
+ *  last bits (docs/serve.md, Determinism). */
+const close = (dv, want) => Math.abs(Number(dv) - want) <= 1e-6 * Math.max(1, Math.abs(want));
 
 async function postJson(url, body) {
   const res = await fetch(BASE + url, {
@@ -140,6 +144,8 @@ async function main() {
     await page.fill('#m', '3');
     await page.fill('#max-new-tokens', '8');
     await page.fill('#seed', '7');
+    // The tiny test model is peaked: a hotter proposal makes the candidates (and so the payments) differ.
+    await page.fill('#temperature', '1.5');
     await watchDisabled(page, '#run');
     const reqP = page.waitForRequest((r) => r.url() === `${BASE}/v1/mosaic` && r.method() === 'POST');
     log('running MOSAIC');
@@ -170,9 +176,10 @@ async function main() {
     check(m.status === 200 && m.json, `direct POST /v1/mosaic answered ${m.status}: ${m.text.slice(0, 300)}`);
     const rep = m.json;
     check(payments.length === rep.results.length, `${payments.length} payment cells, report has ${rep.results.length} results`);
-    rep.results.forEach((r, i) => check(same(payments[i], r.payment),
+    rep.results.forEach((r, i) => check(close(payments[i], r.payment),
       `payment of ${r.name}: page data-value ${payments[i]}, report ${r.payment}`));
-    check(same(revenue, rep.revenue), `revenue: page data-value ${revenue}, report ${rep.revenue}`);
+    check(close(revenue, rep.revenue), `revenue: page data-value ${revenue}, report ${rep.revenue}`);
+    check(rep.revenue > 0, `the auction charged nothing (candidates alike?), a weak comparison: revenue ${rep.revenue}`);
     check(winnerRows.length === 1, `expected one winner row, found ${winnerRows.length}`);
     check(Number(winnerRows[0]) === rep.winner, `winner row ${winnerRows[0]}, report winner ${rep.winner}`);
     check(candRows === rep.candidates.length, `${candRows} candidate rows, report has ${rep.candidates.length}`);
@@ -181,7 +188,12 @@ async function main() {
     check(rawHref && rawHref.startsWith('blob:') && rawDownload === 'report.json',
       `#raw-json is not a blob link with download=report.json (href=${rawHref}, download=${rawDownload})`);
     const rawText = await page.evaluate(async (h) => (await fetch(h)).text(), rawHref);
-    check(JSON.parse(rawText).revenue === rep.revenue, '#raw-json does not hold the report');
+    const received = JSON.parse(rawText);
+    check(close(String(received.revenue), rep.revenue), '#raw-json does not hold the report');
+    // What the page shows is exactly the report it received.
+    received.results.forEach((r, i) => check(same(payments[i], r.payment),
+      `payment of ${r.name}: page shows ${payments[i]}, its report has ${r.payment}`));
+    check(same(revenue, received.revenue), `revenue: page shows ${revenue}, its report has ${received.revenue}`);
 
     fs.mkdirSync(path.dirname(SHOT), { recursive: true });
     await page.screenshot({ path: SHOT, fullPage: true });
@@ -218,7 +230,7 @@ async function main() {
     check(t.status === 200 && t.json, `direct POST /v1/token-auction answered ${t.status}: ${t.text.slice(0, 300)}`);
     const trep = t.json;
     check(spend.length === trep.total_payments.length, `${spend.length} spend cells, report has ${trep.total_payments.length}`);
-    trep.total_payments.forEach((p, i) => check(same(spend[i], p), `spend of agent ${i}: page data-value ${spend[i]}, report ${p}`));
+    trep.total_payments.forEach((p, i) => check(close(spend[i], p), `spend of agent ${i}: page data-value ${spend[i]}, report ${p}`));
     check(toks.length === trep.steps.length, `${toks.length} .tok spans, report has ${trep.steps.length} steps`);
     trep.steps.forEach((s, k) => check(toks[k] === (s.winner === null ? 'none' : String(s.winner)),
       `token ${k}: data-agent ${toks[k]}, report winner ${s.winner}`));

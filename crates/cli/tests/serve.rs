@@ -88,6 +88,14 @@ fn check_consistent(r: &Value) {
     assert_eq!(r["reply"], cands[w]["text"]);
 }
 
+fn answer_text(r: Result<ureq::Response, ureq::Error>) -> (u16, String) {
+    match r {
+        Ok(r) => (r.status(), r.into_string().unwrap()),
+        Err(ureq::Error::Status(c, r)) => (c, r.into_string().unwrap()),
+        Err(e) => panic!("request failed: {e}"),
+    }
+}
+
 /// Reads a metric's value (first line that starts with `name`).
 fn metric(text: &str, name: &str) -> f64 {
     text.lines()
@@ -164,7 +172,7 @@ fn bad_input_and_limits_get_json_errors() {
             "--max-queue",
             "1",
             "--deadline-s",
-            "1",
+            "0.5",
         ],
         &[],
     );
@@ -299,11 +307,19 @@ fn api_key_is_required_and_sigterm_shuts_down_gracefully() {
     let (tx, rx) = std::sync::mpsc::channel();
     let url = server.url("/v1/mosaic");
     let client = std::thread::spawn(move || {
-        let r = authed(ureq::post(&url)).send_string(&mosaic_body(5, 8, 200));
+        let r = authed(ureq::post(&url)).send_string(&mosaic_body(5, 16, 400));
         tx.send(()).unwrap();
         answer(r)
     });
-    std::thread::sleep(Duration::from_millis(300));
+    let start = Instant::now();
+    loop {
+        let (_, m) = answer_text(authed(ureq::get(&server.url("/metrics"))).call());
+        if metric(&m, "llm_auction_auctions_in_flight") >= 1.0 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(5));
+    }
     assert!(rx.try_recv().is_err(), "the auction was still running");
     let (code, stderr) = server.terminate();
     assert_eq!(code, Some(0), "{stderr}");
