@@ -141,6 +141,46 @@ fn hundred_concurrent_auctions_none_dropped_all_consistent() {
     let seqs = metric(&text, "llm_auction_engine_step_batch_sequences_sum");
     let steps = metric(&text, "llm_auction_engine_step_batch_sequences_count");
     assert!(seqs / steps > 4.0, "mean batch {}", seqs / steps);
+    // Server-Sent Events: progress, each candidate once generated (before any scoring), then the
+    // report, equal to the JSON answer's checks.
+    let text = ureq::post(&server.url("/v1/mosaic"))
+        .set("Accept", "text/event-stream")
+        .send_string(&mosaic_body(7, 3, 6))
+        .unwrap()
+        .into_string()
+        .unwrap();
+    let events: Vec<(&str, Value)> = text
+        .split("\n\n")
+        .filter_map(|block| {
+            let name = block.lines().find_map(|l| l.strip_prefix("event: "))?;
+            let data: String = block
+                .lines()
+                .filter_map(|l| l.strip_prefix("data: "))
+                .collect();
+            Some((name, serde_json::from_str(&data).unwrap()))
+        })
+        .collect();
+    let names: Vec<&str> = events.iter().map(|e| e.0).collect();
+    assert_eq!(names.last(), Some(&"report"), "{names:?}");
+    assert_eq!(
+        names.iter().filter(|n| **n == "candidate").count(),
+        3,
+        "{names:?}"
+    );
+    let first_scoring = events
+        .iter()
+        .position(|e| e.0 == "progress" && e.1["phase"] == "scoring")
+        .unwrap_or(names.len());
+    let last_candidate = names.iter().rposition(|n| *n == "candidate").unwrap();
+    assert!(last_candidate < first_scoring, "{names:?}");
+    let report = &events.last().unwrap().1;
+    check_consistent(report);
+    for (name, data) in &events {
+        if *name == "candidate" {
+            let k = data["index"].as_u64().unwrap() as usize;
+            assert_eq!(data["text"], report["candidates"][k]["text"]);
+        }
+    }
     // A token auction and the pure mechanisms answer too.
     let (code, t) = server.post(
         "/v1/token-auction",

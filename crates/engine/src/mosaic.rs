@@ -477,13 +477,30 @@ pub fn run_mosaic(
     let t_gen = Instant::now();
     let most = cfg.m * cfg.max_new_tokens;
     let mut generated = 0usize;
+    // Both callbacks report progress (never at the same time): share it through a cell.
+    let progress = std::cell::RefCell::new(progress);
     let gens = sessions
         .get(sampler_s)
-        .generate(gen_reqs, &mut |s: &StepStats| {
-            generated += s.sampled;
-            progress(Phase::Generating, generated.min(most), most);
-        })
+        .generate_each(
+            gen_reqs,
+            &mut |s: &StepStats| {
+                generated += s.sampled;
+                (progress.borrow_mut())(Phase::Generating, generated.min(most), most);
+            },
+            &mut |j, g: &Sample| {
+                // The text is decoded again below, where a decoding error fails the auction.
+                if let Ok(text) = reply_text(sampler, &g.tokens) {
+                    let phase = Phase::Candidate {
+                        text: &text,
+                        tokens: g.tokens.len(),
+                        finish: g.finish,
+                    };
+                    (progress.borrow_mut())(phase, j, cfg.m);
+                }
+            },
+        )
         .map_err(sessions.err(sampler_s))?;
+    let progress = progress.into_inner();
     let gens = crate::lm::expect_len(sampler.info(), "generate", gens, cfg.m)
         .map_err(sessions.err(sampler_s))?;
     let generation_seconds = t_gen.elapsed().as_secs_f64();
@@ -492,14 +509,6 @@ pub fn run_mosaic(
         .iter()
         .map(|g| reply_text(sampler, &g.tokens).map_err(sessions.err(sampler_s)))
         .collect::<Result<_>>()?;
-    for (j, (g, text)) in gens.iter().zip(&texts).enumerate() {
-        let phase = Phase::Candidate {
-            text,
-            tokens: g.tokens.len(),
-            finish: g.finish,
-        };
-        progress(phase, j, cfg.m);
-    }
 
     // 2. Scores under every prompt (the generator's own prompt is π_ref's in Algorithm 1). Each
     //    scoring role's requests go to its model's session; the order within a session is the

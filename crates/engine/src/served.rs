@@ -193,6 +193,21 @@ impl EngineHandle {
         reqs: Vec<Request>,
         on_step: &mut dyn FnMut(&StepStats),
     ) -> Result<Vec<Outcome>> {
+        self.run_each(owner, ticket, reqs, on_step, &mut |_, _| {})
+    }
+
+    /// As [`EngineHandle::run`], calling `on_done(index, outcome)` as each request finishes.
+    ///
+    /// # Errors
+    /// As [`EngineHandle::run`].
+    pub fn run_each(
+        &self,
+        owner: Owner,
+        ticket: &Ticket,
+        reqs: Vec<Request>,
+        on_step: &mut dyn FnMut(&StepStats),
+        on_done: &mut dyn FnMut(usize, &Outcome),
+    ) -> Result<Vec<Outcome>> {
         ticket.check()?;
         let n = reqs.len();
         if n == 0 {
@@ -216,7 +231,12 @@ impl EngineHandle {
                 Event::Done(i, r) => {
                     left -= 1;
                     match r {
-                        Ok(o) => outs[i] = Some(o),
+                        Ok(o) => {
+                            if first_err.is_none() {
+                                on_done(i, &o);
+                            }
+                            outs[i] = Some(o);
+                        }
                         Err(e) => {
                             if first_err.is_none() {
                                 first_err = Some(e);

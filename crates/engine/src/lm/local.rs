@@ -133,6 +133,43 @@ impl<B: KvBackend> ModelSession for EngineSession<'_, B> {
             .collect())
     }
 
+    fn generate_each(
+        &mut self,
+        reqs: Vec<GenerateSpec>,
+        on_step: OnStep<'_>,
+        on_sample: &mut dyn FnMut(usize, &Sample),
+    ) -> Result<Vec<Sample>> {
+        let ids = reqs
+            .into_iter()
+            .map(|r| self.engine.submit(Request::Generate(r)))
+            .collect::<Result<Vec<_>>>()?;
+        let mut outs: Vec<Option<Sample>> = vec![None; ids.len()];
+        let mut take = |engine: &mut Engine<BurnRunner<'_, B>>| -> Result<()> {
+            for (i, &id) in ids.iter().enumerate() {
+                if outs[i].is_none()
+                    && let Some(out) = engine.take_outcome(id)
+                {
+                    let g = out?.generated().ok_or_else(|| {
+                        EngineError::Config("a generation came back as another kind".into())
+                    })?;
+                    let sample = sample_of(g);
+                    on_sample(i, &sample);
+                    outs[i] = Some(sample);
+                }
+            }
+            Ok(())
+        };
+        take(&mut self.engine)?;
+        while self.engine.has_unfinished() {
+            let stats = self.engine.step();
+            on_step(&stats);
+            take(&mut self.engine)?;
+        }
+        outs.into_iter()
+            .map(|o| o.ok_or_else(|| EngineError::Config("missing generation".into())))
+            .collect()
+    }
+
     fn score(&mut self, reqs: Vec<ScoreSpec>, on_step: OnStep<'_>) -> Result<Vec<Scored>> {
         let reqs = reqs.into_iter().map(Request::Score).collect();
         let outs = self.engine.run_all(reqs, on_step)?;

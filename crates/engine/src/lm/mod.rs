@@ -148,6 +148,24 @@ pub trait ModelSession {
     /// Invalid requests, model or server errors.
     fn generate(&mut self, reqs: Vec<GenerateSpec>, on_step: OnStep<'_>) -> Result<Vec<Sample>>;
 
+    /// As [`ModelSession::generate`], calling `on_sample(index, sample)` as each request finishes
+    /// (by default, in request order once all are done).
+    ///
+    /// # Errors
+    /// As [`ModelSession::generate`].
+    fn generate_each(
+        &mut self,
+        reqs: Vec<GenerateSpec>,
+        on_step: OnStep<'_>,
+        on_sample: &mut dyn FnMut(usize, &Sample),
+    ) -> Result<Vec<Sample>> {
+        let out = self.generate(reqs, on_step)?;
+        for (i, s) in out.iter().enumerate() {
+            on_sample(i, s);
+        }
+        Ok(out)
+    }
+
     /// Teacher-forced log-probabilities of every request's continuation, in request order.
     ///
     /// # Errors

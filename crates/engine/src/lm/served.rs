@@ -118,6 +118,38 @@ impl ModelSession for ServedSession<'_> {
             .collect()
     }
 
+    fn generate_each(
+        &mut self,
+        reqs: Vec<GenerateSpec>,
+        on_step: OnStep<'_>,
+        on_sample: &mut dyn FnMut(usize, &Sample),
+    ) -> Result<Vec<Sample>> {
+        let reqs = reqs.into_iter().map(Request::Generate).collect();
+        let counters = &mut self.counters;
+        let outs = self.handle.run_each(
+            self.owner,
+            &self.ticket,
+            reqs,
+            &mut |s: &StepStats| {
+                counters.passes += 1;
+                counters.tokens += s.sampled as u64;
+                on_step(s);
+            },
+            &mut |i, o| {
+                if let Outcome::Generated(g) = o {
+                    on_sample(i, &super::local::sample_of(g.clone()));
+                }
+            },
+        )?;
+        outs.into_iter()
+            .map(|o| {
+                o.generated()
+                    .map(super::local::sample_of)
+                    .ok_or_else(wrong_kind)
+            })
+            .collect()
+    }
+
     fn score(&mut self, reqs: Vec<ScoreSpec>, on_step: OnStep<'_>) -> Result<Vec<Scored>> {
         let reqs = reqs.into_iter().map(Request::Score).collect();
         self.run(reqs, on_step)?
