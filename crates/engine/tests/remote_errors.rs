@@ -3,10 +3,12 @@
 //! log-probabilities, ids outside the vocabulary, wrong lengths, retries on 503 and none on 400, a
 //! refused connection. Each is a one-line error naming the URL, never a panic or a hang.
 
+use llm_auction_engine::EngineError;
 use llm_auction_engine::lm::LanguageModel;
 use llm_auction_engine::models_file::{RemoteKind, RemoteSpec};
 use llm_auction_engine::remote::RemoteModel;
 use llm_auction_engine::request::ScoreSpec;
+use llm_auction_engine::served::Ticket;
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -341,4 +343,61 @@ fn malformed_probes_are_errors() {
             "{msg:?} lacks {want:?}"
         );
     }
+}
+
+#[test]
+fn a_stopped_ticket_stops_further_remote_requests() {
+    // Each /completion answer is slow enough that the cancellation lands between requests.
+    let (url, count) = serve(llama(Arc::new(|b: &Value| {
+        std::thread::sleep(Duration::from_millis(50));
+        (
+            200,
+            json!({"completion_probabilities": [{"id": b["logit_bias"][0][0].clone(), "logprob": -0.5}]})
+                .to_string(),
+        )
+    })));
+    let m = RemoteModel::connect(spec(&url)).unwrap();
+    let before = count.load(Ordering::SeqCst);
+    let ticket = Ticket::default();
+    ticket.cancel();
+    let err = m
+        .session_for(&ticket)
+        .unwrap()
+        .score(
+            vec![ScoreSpec {
+                prompt: vec![10],
+                continuation: vec![11, 12, 13],
+            }],
+            &mut |_| {},
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&err, EngineError::Aborted(r) if r == "cancelled"),
+        "{err}"
+    );
+    assert_eq!(count.load(Ordering::SeqCst), before, "nothing was sent");
+    // An expired deadline stops a long scoring part-way: 40 scorings of one token, 2 in flight at a
+    // time, 50 ms each would take a second; the deadline passes after 120 ms.
+    let ticket = Ticket::new(Some(Duration::from_millis(120)));
+    let before = count.load(Ordering::SeqCst);
+    let err = m
+        .session_for(&ticket)
+        .unwrap()
+        .score(
+            vec![
+                ScoreSpec {
+                    prompt: vec![10],
+                    continuation: vec![11],
+                };
+                40
+            ],
+            &mut |_| {},
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&err, EngineError::Aborted(r) if r == "deadline exceeded"),
+        "{err}"
+    );
+    let sent = count.load(Ordering::SeqCst) - before;
+    assert!((1..40).contains(&sent), "{sent} requests sent");
 }

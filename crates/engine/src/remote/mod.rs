@@ -19,6 +19,7 @@ use crate::error::{EngineError, Result};
 use crate::lm::{LanguageModel, ModelInfo, ModelSession, OnStep, Sample, SessionCounters};
 use crate::models_file::{RemoteKind, RemoteSpec};
 use crate::request::{GenerateSpec, ScoreSpec, Scored};
+use crate::served::Ticket;
 use http::Http;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -185,23 +186,32 @@ impl LanguageModel for RemoteModel {
     }
 
     fn session(&self) -> Result<Box<dyn ModelSession + '_>> {
+        self.session_for(&Ticket::default())
+    }
+
+    fn session_for(&self, ticket: &Ticket) -> Result<Box<dyn ModelSession + '_>> {
         Ok(Box::new(RemoteSession {
             model: self,
+            ticket: ticket.clone(),
             counters: SessionCounters::default(),
         }))
     }
 }
 
-/// A session: requests run concurrently up to the entry's `max_concurrency`.
+/// A session: requests run concurrently up to the entry's `max_concurrency`; once its ticket is
+/// cancelled or expired, no further request starts (those in flight end within `timeout_s`).
 struct RemoteSession<'m> {
     model: &'m RemoteModel,
+    ticket: Ticket,
     counters: SessionCounters,
 }
 
-/// Runs `f` on every item with up to `threads` in flight; results in item order. The first error
-/// stops the others from starting new items. `on_done` is called on this thread per finished item.
+/// Runs `f` on every item with up to `threads` in flight; results in item order. The first error,
+/// or a stopped `ticket`, stops the others from starting new items. `on_done` is called on this
+/// thread per finished item.
 fn parallel<T: Sync, R: Send>(
     threads: usize,
+    ticket: &Ticket,
     items: &[T],
     f: &(dyn Fn(&T) -> Result<R> + Sync),
     on_done: &mut dyn FnMut(usize),
@@ -222,7 +232,7 @@ fn parallel<T: Sync, R: Send>(
                     }
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(item) = items.get(i) else { break };
-                    match f(item) {
+                    match ticket.check().and_then(|()| f(item)) {
                         Ok(r) => {
                             if let Ok(mut v) = results.lock() {
                                 v[i] = Some(r);
@@ -269,12 +279,18 @@ impl ModelSession for RemoteSession<'_> {
             RemoteKind::LlamaServer => llama_server::generate(&m.http, g, vocab),
             RemoteKind::Vllm => vllm::generate(&m.http, g, vocab),
         };
-        let out = parallel(m.http.spec().max_concurrency, &reqs, &f, &mut |_| {
-            on_step(&StepStats {
-                finished: 1,
-                ..Default::default()
-            })
-        })?;
+        let out = parallel(
+            m.http.spec().max_concurrency,
+            &self.ticket,
+            &reqs,
+            &f,
+            &mut |_| {
+                on_step(&StepStats {
+                    finished: 1,
+                    ..Default::default()
+                })
+            },
+        )?;
         self.counters.passes += reqs.len() as u64;
         for (r, s) in reqs.iter().zip(&out) {
             self.counters.tokens += (r.prompt.len() + s.tokens.len()) as u64;
@@ -301,12 +317,18 @@ impl ModelSession for RemoteSession<'_> {
             RemoteKind::LlamaServer => {
                 let f =
                     |r: &ScoreSpec| llama_server::score(&m.http, &r.prompt, &r.continuation, vocab);
-                parallel(m.http.spec().max_concurrency, &reqs, &f, &mut |_| {
-                    on_step(&StepStats {
-                        finished: 1,
-                        ..Default::default()
-                    })
-                })?
+                parallel(
+                    m.http.spec().max_concurrency,
+                    &self.ticket,
+                    &reqs,
+                    &f,
+                    &mut |_| {
+                        on_step(&StepStats {
+                            finished: 1,
+                            ..Default::default()
+                        })
+                    },
+                )?
             }
             RemoteKind::Vllm => {
                 let chunks: Vec<Vec<(Vec<u32>, Vec<u32>)>> = reqs
@@ -319,12 +341,18 @@ impl ModelSession for RemoteSession<'_> {
                     .collect();
                 let f = |c: &Vec<(Vec<u32>, Vec<u32>)>| vllm::score(&m.http, c, vocab);
                 let sizes: Vec<usize> = chunks.iter().map(Vec::len).collect();
-                parallel(m.http.spec().max_concurrency, &chunks, &f, &mut |i| {
-                    on_step(&StepStats {
-                        finished: sizes[i],
-                        ..Default::default()
-                    })
-                })?
+                parallel(
+                    m.http.spec().max_concurrency,
+                    &self.ticket,
+                    &chunks,
+                    &f,
+                    &mut |i| {
+                        on_step(&StepStats {
+                            finished: sizes[i],
+                            ..Default::default()
+                        })
+                    },
+                )?
                 .into_iter()
                 .flatten()
                 .collect()
@@ -363,7 +391,13 @@ impl ModelSession for RemoteSession<'_> {
             RemoteKind::LlamaServer => llama_server::next_row(&m.http, c, vocab),
             RemoteKind::Vllm => vllm::next_row(&m.http, c, vocab),
         };
-        let rows = parallel(m.http.spec().max_concurrency, contexts, &f, &mut |_| {})?;
+        let rows = parallel(
+            m.http.spec().max_concurrency,
+            &self.ticket,
+            contexts,
+            &f,
+            &mut |_| {},
+        )?;
         self.counters.passes += contexts.len() as u64;
         self.counters.tokens += contexts.iter().map(|c| c.len() as u64).sum::<u64>();
         Ok(rows)
