@@ -271,30 +271,37 @@ fn check_count(field: &str, n: usize, max: usize, flag: &str) -> Result<(), ApiE
     Ok(())
 }
 
+/// Parses each of `items` (at most `max` of them, `--max-advertisers`) with `f`; errors name
+/// `field[i]`.
+fn parse_list<T, U>(
+    field: &str,
+    items: Vec<T>,
+    max: usize,
+    f: impl Fn(T) -> llm_auction_engine::Result<U>,
+) -> Result<Vec<U>, ApiError> {
+    check_count(field, items.len(), max, "--max-advertisers")?;
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, x)| f(x).map_err(|e| ApiError::bad(format!("{field}[{i}]: {e}"))))
+        .collect()
+}
+
 impl MosaicBody {
     fn check(self, st: &AppState, reg: &Registry) -> Result<MosaicJob, ApiError> {
         let lim = &st.limits;
         let d = MosaicConfig::default();
-        check_count(
+        let ads = parse_list(
             "advertisers",
-            self.advertisers.len(),
+            self.advertisers,
             lim.max_advertisers,
-            "--max-advertisers",
+            |a| match a {
+                AdvertiserIn::Text(s) => Advertiser::parse(&s),
+                AdvertiserIn::Object { name, description } => {
+                    Advertiser::parse(&format!("{name}: {description}"))
+                }
+            },
         )?;
-        let ads = self
-            .advertisers
-            .into_iter()
-            .enumerate()
-            .map(|(i, a)| {
-                let ad = match a {
-                    AdvertiserIn::Text(s) => Advertiser::parse(&s),
-                    AdvertiserIn::Object { name, description } => {
-                        Advertiser::parse(&format!("{name}: {description}"))
-                    }
-                };
-                ad.map_err(|e| ApiError::bad(format!("advertisers[{i}]: {e}")))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
         let cfg = MosaicConfig {
             m: self.m.unwrap_or(d.m),
             tau: self.tau.unwrap_or(d.tau),
@@ -394,32 +401,18 @@ impl TokenBody {
     fn check(self, st: &AppState, reg: &Registry) -> Result<TokenJob, ApiError> {
         let lim = &st.limits;
         let d = TokenAuctionConfig::default();
-        check_count(
-            "agents",
-            self.agents.len(),
-            lim.max_advertisers,
-            "--max-advertisers",
-        )?;
-        let agents = self
-            .agents
-            .into_iter()
-            .enumerate()
-            .map(|(i, a)| {
-                let parsed = match a {
-                    AgentIn::Text(s) => Agent::parse(&s),
-                    AgentIn::Object {
-                        name,
-                        description,
-                        bid,
-                        system_prompt,
-                    } => Agent::parse(&format!("{name}: {description}: {bid}")).map(|mut a| {
-                        a.system_prompt = system_prompt;
-                        a
-                    }),
-                };
-                parsed.map_err(|e| ApiError::bad(format!("agents[{i}]: {e}")))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let agents = parse_list("agents", self.agents, lim.max_advertisers, |a| match a {
+            AgentIn::Text(s) => Agent::parse(&s),
+            AgentIn::Object {
+                name,
+                description,
+                bid,
+                system_prompt,
+            } => Agent::parse(&format!("{name}: {description}: {bid}")).map(|mut a| {
+                a.system_prompt = system_prompt;
+                a
+            }),
+        })?;
         let cfg = TokenAuctionConfig {
             aggregation: match self.aggregation {
                 None => d.aggregation,

@@ -61,7 +61,7 @@ pub(crate) fn sample_of(g: Generation) -> Sample {
 }
 
 /// Log-probabilities of a logits row (log-sum-exp in f64).
-pub(crate) fn log_softmax_row(row: &[f32]) -> Vec<f32> {
+fn log_softmax_row(row: &[f32]) -> Vec<f32> {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
     let lse = max
         + row
@@ -111,7 +111,30 @@ struct EngineSession<'m, B: KvBackend> {
 }
 
 /// Records the rows it is given and ends the joint request (used to read next-token rows).
-pub(crate) struct RowTap(pub(crate) Arc<Mutex<Vec<Vec<f32>>>>);
+struct RowTap(Arc<Mutex<Vec<Vec<f32>>>>);
+
+/// The next-token log-probability rows after `contexts`, read through one joint step that `run`
+/// runs to its end on an engine (the engine's own path to full rows).
+pub(crate) fn next_token_rows(
+    contexts: &[Vec<u32>],
+    run: &mut dyn FnMut(Request) -> Result<()>,
+) -> Result<Vec<Vec<f32>>> {
+    if contexts.is_empty() {
+        return Ok(vec![]);
+    }
+    let rows = Arc::new(Mutex::new(Vec::new()));
+    run(Request::Joint(JointSpec {
+        prompts: contexts.to_vec(),
+        max_new_tokens: 1,
+        stop: vec![],
+        decider: Box::new(RowTap(rows.clone())),
+    }))?;
+    let rows = rows.lock().map(|r| r.clone()).unwrap_or_default();
+    if rows.len() != contexts.len() {
+        return Err(EngineError::Config("joint step produced no rows".into()));
+    }
+    Ok(rows.iter().map(|r| log_softmax_row(r)).collect())
+}
 
 impl JointDecider for RowTap {
     fn decide(&mut self, logits: &[Vec<f32>]) -> Result<u32> {
@@ -177,22 +200,9 @@ impl<B: KvBackend> ModelSession for EngineSession<'_, B> {
     }
 
     fn next_token_logprobs(&mut self, contexts: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
-        if contexts.is_empty() {
-            return Ok(vec![]);
-        }
-        let rows = Arc::new(Mutex::new(Vec::new()));
-        let req = Request::Joint(JointSpec {
-            prompts: contexts.to_vec(),
-            max_new_tokens: 1,
-            stop: vec![],
-            decider: Box::new(RowTap(rows.clone())),
-        });
-        self.engine.run_all(vec![req], &mut |_| {})?;
-        let rows = rows.lock().map(|r| r.clone()).unwrap_or_default();
-        if rows.len() != contexts.len() {
-            return Err(EngineError::Config("joint step produced no rows".into()));
-        }
-        Ok(rows.iter().map(|r| log_softmax_row(r)).collect())
+        next_token_rows(contexts, &mut |req| {
+            self.engine.run_all(vec![req], &mut |_| {}).map(|_| ())
+        })
     }
 
     fn joint(&mut self, specs: Vec<JointSpec>, on_step: OnStep<'_>) -> Result<Vec<JointOutput>> {

@@ -3,7 +3,7 @@
 //! passes and the prefix cache. Each session is one owner (the unit of fair sharing) and carries its
 //! auction's [`Ticket`] (cancellation and deadline).
 
-use super::local::{EngineModel, RowTap, log_softmax_row};
+use super::local::{EngineModel, next_token_rows};
 use super::{LanguageModel, ModelInfo, ModelSession, OnStep, Sample, SessionCounters};
 use crate::engine::{Engine, EngineConfig, Owner, StepStats};
 use crate::error::{EngineError, Result};
@@ -12,7 +12,7 @@ use crate::runner::BurnRunner;
 use crate::served::{EngineHandle, EngineThread, Gauges, Ticket, serve};
 use llm_auction_model::backend::KvBackend;
 use llm_auction_model::model::Model;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// A local model whose sessions all run on one engine thread.
 pub struct ServedModel {
@@ -159,22 +159,9 @@ impl ModelSession for ServedSession<'_> {
     }
 
     fn next_token_logprobs(&mut self, contexts: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
-        if contexts.is_empty() {
-            return Ok(vec![]);
-        }
-        let rows = Arc::new(Mutex::new(Vec::new()));
-        let req = Request::Joint(JointSpec {
-            prompts: contexts.to_vec(),
-            max_new_tokens: 1,
-            stop: vec![],
-            decider: Box::new(RowTap(rows.clone())),
-        });
-        self.run(vec![req], &mut |_| {})?;
-        let rows = rows.lock().map(|r| r.clone()).unwrap_or_default();
-        if rows.len() != contexts.len() {
-            return Err(EngineError::Config("joint step produced no rows".into()));
-        }
-        Ok(rows.iter().map(|r| log_softmax_row(r)).collect())
+        next_token_rows(contexts, &mut |req| {
+            self.run(vec![req], &mut |_| {}).map(|_| ())
+        })
     }
 
     fn joint(&mut self, specs: Vec<JointSpec>, on_step: OnStep<'_>) -> Result<Vec<JointOutput>> {
