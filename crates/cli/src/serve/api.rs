@@ -546,7 +546,6 @@ where
         let result = job(reg, &ticket, &send);
         let outcome = match &result {
             Ok(_) => Outcome::Finished,
-            Err(EngineError::Aborted(_)) if ticket.stopped().is_some() => Outcome::Cancelled,
             Err(e) if ticket.stopped().is_some() && matches!(root(e), EngineError::Aborted(_)) => {
                 Outcome::Cancelled
             }
@@ -655,7 +654,8 @@ pub(crate) async fn mosaic(
                     }
                 },
             )?;
-            Ok(serde_json::to_value(&report).unwrap_or_default())
+            serde_json::to_value(&report)
+                .map_err(|e| EngineError::Config(format!("the report does not serialise: {e}")))
         },
     )
     .await)
@@ -696,7 +696,8 @@ pub(crate) async fn token_auction(
                     }
                 },
             )?;
-            Ok(serde_json::to_value(&report).unwrap_or_default())
+            serde_json::to_value(&report)
+                .map_err(|e| EngineError::Config(format!("the report does not serialise: {e}")))
         },
     )
     .await)

@@ -147,15 +147,11 @@ impl JointDecider for RowTap {
 
 impl<B: KvBackend> ModelSession for EngineSession<'_, B> {
     fn generate(&mut self, reqs: Vec<GenerateSpec>, on_step: OnStep<'_>) -> Result<Vec<Sample>> {
-        let reqs = reqs.into_iter().map(Request::Generate).collect();
-        let outs = self.engine.run_all(reqs, on_step)?;
-        Ok(outs
-            .into_iter()
-            .filter_map(Outcome::generated)
-            .map(sample_of)
-            .collect())
+        self.generate_each(reqs, on_step, &mut |_, _| {})
     }
 
+    /// Steps until every request is done (as `Engine::run_all`), reporting each sample as it
+    /// finishes; the first failed request's error (in request order) is returned at the end.
     fn generate_each(
         &mut self,
         reqs: Vec<GenerateSpec>,
@@ -166,30 +162,32 @@ impl<B: KvBackend> ModelSession for EngineSession<'_, B> {
             .into_iter()
             .map(|r| self.engine.submit(Request::Generate(r)))
             .collect::<Result<Vec<_>>>()?;
-        let mut outs: Vec<Option<Sample>> = vec![None; ids.len()];
-        let mut take = |engine: &mut Engine<BurnRunner<'_, B>>| -> Result<()> {
+        let mut outs: Vec<Option<Result<Sample>>> = (0..ids.len()).map(|_| None).collect();
+        let mut take = |engine: &mut Engine<BurnRunner<'_, B>>| {
             for (i, &id) in ids.iter().enumerate() {
                 if outs[i].is_none()
                     && let Some(out) = engine.take_outcome(id)
                 {
-                    let g = out?.generated().ok_or_else(|| {
-                        EngineError::Config("a generation came back as another kind".into())
-                    })?;
-                    let sample = sample_of(g);
-                    on_sample(i, &sample);
+                    let sample = out.and_then(|o| {
+                        o.generated().map(sample_of).ok_or_else(|| {
+                            EngineError::Config("a generation came back as another kind".into())
+                        })
+                    });
+                    if let Ok(s) = &sample {
+                        on_sample(i, s);
+                    }
                     outs[i] = Some(sample);
                 }
             }
-            Ok(())
         };
-        take(&mut self.engine)?;
+        take(&mut self.engine);
         while self.engine.has_unfinished() {
             let stats = self.engine.step();
             on_step(&stats);
-            take(&mut self.engine)?;
+            take(&mut self.engine);
         }
         outs.into_iter()
-            .map(|o| o.ok_or_else(|| EngineError::Config("missing generation".into())))
+            .map(|o| o.unwrap_or_else(|| Err(EngineError::Config("missing generation".into()))))
             .collect()
     }
 

@@ -107,15 +107,7 @@ fn wrong_kind() -> EngineError {
 
 impl ModelSession for ServedSession<'_> {
     fn generate(&mut self, reqs: Vec<GenerateSpec>, on_step: OnStep<'_>) -> Result<Vec<Sample>> {
-        let reqs = reqs.into_iter().map(Request::Generate).collect();
-        self.run(reqs, on_step)?
-            .into_iter()
-            .map(|o| {
-                o.generated()
-                    .map(super::local::sample_of)
-                    .ok_or_else(wrong_kind)
-            })
-            .collect()
+        self.generate_each(reqs, on_step, &mut |_, _| {})
     }
 
     fn generate_each(
