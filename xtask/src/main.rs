@@ -1,13 +1,16 @@
 //! Project automation. `cargo xtask verify [--cases N]` runs the mechanism crate's property proofs
 //! (`crates/mechanism/tests/lemmas`) in release mode with `N` base cases and prints one row per
 //! property of `math.md` §3: id, property, source, cases, result. It exits non-zero if any property
-//! fails or is missing.
+//! fails or is missing. `cargo xtask bench-peers` measures our forward pass beside llama.cpp
+//! (`peers.rs`).
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use std::collections::BTreeMap;
 use std::process::{Command, ExitCode};
 use std::time::Instant;
+
+mod peers;
 
 #[derive(Parser)]
 #[command(name = "xtask")]
@@ -26,6 +29,19 @@ enum Cmd {
         /// Proptest RNG seed (default: the fixed seed in the test suite).
         #[arg(long)]
         seed: Option<u64>,
+    },
+    /// Our forward pass side by side with llama.cpp on this machine (docs/performance.md): builds
+    /// llama.cpp's benchmarks once into target/peers, then interleaves the runs and prints a table.
+    BenchPeers {
+        /// Rounds of (llama.cpp, ours native, ours burn).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Threads for llama.cpp (ours uses every core).
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Do not rebuild our release binary first.
+        #[arg(long)]
+        skip_build: bool,
     },
 }
 
@@ -52,6 +68,16 @@ fn main() -> ExitCode {
 fn run() -> Result<bool> {
     match Cli::parse().command {
         Cmd::Verify { cases, seed } => verify(cases, seed),
+        Cmd::BenchPeers {
+            rounds,
+            threads,
+            skip_build,
+        } => peers::bench_peers(peers::Options {
+            rounds: rounds.max(1),
+            threads,
+            skip_build,
+        })
+        .map(|()| true),
     }
 }
 

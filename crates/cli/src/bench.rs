@@ -234,6 +234,12 @@ pub fn bench_engine(args: BenchEngineArgs, quiet: bool) -> Result<()> {
             use llm_auction_engine::mosaic::{Advertiser, MosaicConfig, MosaicModels, run_mosaic};
             let Cmd(a, quiet) = self;
             let model = std::sync::Arc::new(load_model::<B>(&a.model, device, quiet)?);
+            let counted = model.clone();
+            // The kernel's peak, measured before the runs (CPU native pass only).
+            let peak = counted
+                .llama
+                .batch_invariant()
+                .then(llm_auction_model::cpu::kernels::measured_peak_gflops);
             let scheduled = EngineModel::new(DEFAULT_ENTRY, model.clone(), a.engine.config());
             let naive = NaiveModel::new(DEFAULT_ENTRY, model);
             let remote = match &a.remote {
@@ -276,7 +282,10 @@ pub fn bench_engine(args: BenchEngineArgs, quiet: bool) -> Result<()> {
                 let r = run_mosaic(&models, query, &ads, &cfg, &mut |_, _, _| {})?;
                 Ok((start.elapsed().as_secs_f64(), r))
             };
+            let flops_before = counted.llama.flops();
             let (t_sched, sched) = run(&scheduled)?;
+            let flops = counted.llama.flops() - flops_before;
+            let bound = peak.map(|p| flops as f64 / (p * 1e9));
             let (t_naive, naive) = run(other)?;
             let same = sched
                 .candidates
@@ -299,6 +308,8 @@ pub fn bench_engine(args: BenchEngineArgs, quiet: bool) -> Result<()> {
                     "scheduled": sched.timings, "other_timings": naive.timings, "engine": sched.engine,
                     "identical_candidates": same, "max_payment_difference": max_dp,
                     "importance": cfg.importance,
+                    "scheduled_flops": flops, "gemm_peak_gflops": peak,
+                    "seconds_at_peak": bound, "scheduled_over_bound": bound.map(|b| t_sched / b),
                 });
                 println!("{v}");
             } else {
@@ -323,6 +334,17 @@ pub fn bench_engine(args: BenchEngineArgs, quiet: bool) -> Result<()> {
                     );
                 }
                 println!("{other_name} / scheduled: {:.2}x", t_naive / t_sched);
+                match (peak, bound) {
+                    (Some(p), Some(b)) => println!(
+                        "scheduled auction: {:.1} GFLOP of forward passes; at the measured GEMM peak of {p:.1} GFLOP/s that is {b:.2} s, the run took {:.2}x that",
+                        flops as f64 / 1e9,
+                        t_sched / b
+                    ),
+                    _ => println!(
+                        "scheduled auction: {:.1} GFLOP of forward passes",
+                        flops as f64 / 1e9
+                    ),
+                }
                 println!(
                     "engine: {} passes, {} tokens computed, {} KV blocks reused from the prefix cache, {} preemptions",
                     sched.engine.passes,

@@ -4,6 +4,7 @@
 use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use llm_auction_model::Kernels;
 use llm_auction_model::backend::{DeviceChoice, KvBackend, cpu_device, probe_cuda};
 use llm_auction_model::model::Model;
 use std::io::IsTerminal;
@@ -20,6 +21,15 @@ pub struct ModelArgs {
     /// Where to run: cpu, or cuda[:N] in builds with the `cuda` feature.
     #[arg(long, default_value = "cpu", value_parser = parse_device)]
     pub device: DeviceChoice,
+    /// Forward-pass implementation: native (the CPU backend's own fused kernels; burn ops on other
+    /// backends) or burn (burn tensor ops everywhere, the reference).
+    #[arg(long, default_value = "native", value_parser = parse_kernels)]
+    pub kernels: Kernels,
+}
+
+fn parse_kernels(s: &str) -> Result<Kernels, String> {
+    s.parse()
+        .map_err(|e: llm_auction_model::ModelError| e.to_string())
 }
 
 fn parse_device(s: &str) -> Result<DeviceChoice, String> {
@@ -108,6 +118,8 @@ pub fn load_model<B: KvBackend>(
         }
     };
     pb.finish_and_clear();
+    let mut model = model;
+    model.llama = model.llama.clone().with_kernels(args.kernels);
     tracing::info!(path = %model.path().display(), secs = start.elapsed().as_secs_f64(), "model loaded");
     Ok(model)
 }

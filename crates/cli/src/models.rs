@@ -123,6 +123,7 @@ impl Registry {
                     let args = ModelArgs {
                         model: path.or_else(|| model.model.clone()),
                         device: model.device,
+                        kernels: model.kernels,
                     };
                     let loaded = Arc::new(
                         load_model::<B>(&args, device, quiet)

@@ -6,8 +6,11 @@
 //!    <description1> and <name2>, who <description2>." (a list for `n` advertisers); user = query.
 //! 2. `M` candidates sampled from `π_gen` (context-aware, Algorithm 2) or `π_ref` (Algorithm 1) in one
 //!    batched generation, temperature `T` and top-p `p`, each with its own seed.
-//! 3. Every candidate scored under `π_ref`, the generator's prompt and every `π_i` in one batched
-//!    scoring (each prompt's KV computed once and shared through the prefix cache).
+//! 3. Every candidate scored under `π_ref` and every `π_i` (and under the generator's prompt only
+//!    when its backend does not report the raw log-probabilities that generation computed anyway),
+//!    each prompt's KV computed once and shared through the prefix cache. Scorings on the
+//!    generator's own model start as each candidate finishes, in the same engine, while the others
+//!    still decode ([`crate::lm::ModelSession::generate_then_score`]).
 //! 4. Rewards `r_ij = τ_i (log π_i(y_j) − log π_ref(y_j))` (Eq. 11); importance weights
 //!    `lw_j = log π_ref(y_j) − log q(y_j)`; allocation, payments and utilities from
 //!    [`llm_auction_mechanism::mosaic`]; the reply drawn with a seeded uniform.
@@ -181,19 +184,22 @@ pub struct AdvertiserResult {
 /// Wall-clock costs.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Timings {
-    /// Seconds generating candidates.
+    /// Seconds generating candidates (with the scorings on the generator's own model, which run
+    /// beside the decoding as each candidate finishes).
     pub generation_seconds: f64,
-    /// Seconds scoring them.
+    /// Seconds of the scorings left after generation (those on other models).
     pub scoring_seconds: f64,
     /// Seconds overall (including the mechanism).
     pub total_seconds: f64,
     /// Candidate tokens generated.
     pub generated_tokens: usize,
-    /// Tokens computed while scoring (prompts not shared through the cache, and continuations).
+    /// Tokens computed besides the generated ones: prompts not shared through the cache, and the
+    /// scored continuations.
     pub scoring_tokens: u64,
     /// `generated_tokens / generation_seconds`.
     pub generation_tokens_per_second: f64,
-    /// `scoring_tokens / scoring_seconds`.
+    /// `scoring_tokens` over the seconds during which scorings ran (`scoring_seconds`, plus
+    /// `generation_seconds` when some ran beside the decoding).
     pub scoring_tokens_per_second: f64,
 }
 
@@ -474,14 +480,38 @@ pub fn run_mosaic(
         })
         .collect();
     let final_seed = seeds.next_u64();
+
+    // The scorings (2.): under π_ref, the generator's prompt (π_ref's in Algorithm 1) and every
+    // π_i. The generator's own log π_gen(y) comes from generation, which computed it, when its
+    // backend reports raw log-probabilities; only a backend that does not is asked to score again.
+    let gen_from_generation =
+        cfg.generator == Generator::ContextAware && models.generator.info().raw_logprobs;
+    let mut scorers: Vec<(usize, &dyn LanguageModel, &Vec<u32>)> =
+        vec![(ref_s, models.reference, &ref_ids)];
+    if cfg.generator == Generator::ContextAware && !gen_from_generation {
+        scorers.push((gen_s, models.generator, &gen_ids));
+    }
+    for (i, m) in models.advertisers.iter().enumerate() {
+        scorers.push((adv_s[i], *m, &adv_ids[i]));
+    }
+    // Scorings on the sampler's own model start as each candidate finishes, in the same session
+    // (the candidate's own tokens: the scorer is the model that generated them).
+    let piped: Vec<usize> = (0..scorers.len())
+        .filter(|&k| scorers[k].0 == sampler_s)
+        .collect();
+    let total_scores = scorers.len() * cfg.m;
+    let mut totals = vec![0.0; total_scores];
+
+    // 1. Candidates (and the piped scorings).
     let t_gen = Instant::now();
+    let tokens_at_start = sessions.counters().tokens;
     let most = cfg.m * cfg.max_new_tokens;
     let mut generated = 0usize;
     // Both callbacks report progress (never at the same time): share it through a cell.
     let progress = std::cell::RefCell::new(progress);
-    let gens = sessions
+    let (gens, piped_scores) = sessions
         .get(sampler_s)
-        .generate_each(
+        .generate_then_score(
             gen_reqs,
             &mut |s: &StepStats| {
                 generated += s.sampled;
@@ -498,11 +528,35 @@ pub fn run_mosaic(
                     (progress.borrow_mut())(phase, j, cfg.m);
                 }
             },
+            &mut |_, g: &Sample| {
+                piped
+                    .iter()
+                    .map(|&k| ScoreSpec {
+                        prompt: scorers[k].2.clone(),
+                        continuation: g.tokens.clone(),
+                    })
+                    .collect()
+            },
         )
         .map_err(sessions.err(sampler_s))?;
     let progress = progress.into_inner();
     let gens = crate::lm::expect_len(sampler.info(), "generate", gens, cfg.m)
         .map_err(sessions.err(sampler_s))?;
+    for (j, row) in piped_scores.iter().enumerate() {
+        if row.len() != piped.len() {
+            return Err(sessions.wrap(
+                sampler_s,
+                EngineError::Config(format!(
+                    "candidate {j}: {} scorings for {} prompts",
+                    row.len(),
+                    piped.len()
+                )),
+            ));
+        }
+        for (&k, sc) in piped.iter().zip(row) {
+            totals[k * cfg.m + j] = sc.total_logprob;
+        }
+    }
     let generation_seconds = t_gen.elapsed().as_secs_f64();
     let generated_tokens: usize = gens.iter().map(|g| g.tokens.len()).sum();
     let texts: Vec<String> = gens
@@ -510,20 +564,14 @@ pub fn run_mosaic(
         .map(|g| reply_text(sampler, &g.tokens).map_err(sessions.err(sampler_s)))
         .collect::<Result<_>>()?;
 
-    // 2. Scores under every prompt (the generator's own prompt is π_ref's in Algorithm 1). Each
-    //    scoring role's requests go to its model's session; the order within a session is the
-    //    global order, so a single model sees exactly the requests it always did.
-    let mut scorers: Vec<(usize, &dyn LanguageModel, &Vec<u32>)> =
-        vec![(ref_s, models.reference, &ref_ids)];
-    if cfg.generator == Generator::ContextAware {
-        scorers.push((gen_s, models.generator, &gen_ids));
-    }
-    for (i, m) in models.advertisers.iter().enumerate() {
-        scorers.push((adv_s[i], *m, &adv_ids[i]));
-    }
+    // 2. The other scorings, each role's requests in its model's session; the order within a
+    //    session is the global order, so a single model sees exactly the requests it always did.
     let mut continuations: Vec<Option<Vec<Vec<u32>>>> = vec![None; sessions.len()];
     let mut per_session: Vec<Vec<(usize, ScoreSpec)>> = vec![vec![]; sessions.len()];
     for (k, &(s, scorer, prompt)) in scorers.iter().enumerate() {
+        if s == sampler_s {
+            continue;
+        }
         if continuations[s].is_none() {
             let conts = gens
                 .iter()
@@ -543,11 +591,8 @@ pub fn run_mosaic(
             ));
         }
     }
-    let total_scores = scorers.len() * cfg.m;
-    let tokens_before = sessions.counters().tokens;
     let t_score = Instant::now();
-    let mut done = 0usize;
-    let mut totals = vec![0.0; total_scores];
+    let mut done = piped.len() * cfg.m;
     for (s, reqs) in per_session.into_iter().enumerate() {
         if reqs.is_empty() {
             continue;
@@ -568,10 +613,23 @@ pub fn run_mosaic(
         }
     }
     let scoring_seconds = t_score.elapsed().as_secs_f64();
-    let scoring_tokens = sessions.counters().tokens - tokens_before;
+    let scoring_tokens =
+        (sessions.counters().tokens - tokens_at_start).saturating_sub(generated_tokens as u64);
     let m = cfg.m;
     let log_ref = &totals[..m];
     let (log_gen, adv_offset): (Vec<f64>, usize) = match cfg.generator {
+        Generator::ContextAware if gen_from_generation => (
+            gens.iter()
+                .map(|g| {
+                    g.logprobs_raw
+                        .as_ref()
+                        .map(|lp| lp.iter().sum())
+                        .ok_or_else(no_raw)
+                })
+                .collect::<Result<_>>()
+                .map_err(sessions.err(gen_s))?,
+            m,
+        ),
         Generator::ContextAware => (totals[m..2 * m].to_vec(), 2 * m),
         Generator::Reference => (log_ref.to_vec(), m),
     };
@@ -627,7 +685,14 @@ pub fn run_mosaic(
         generated_tokens,
         scoring_tokens,
         generation_tokens_per_second: generated_tokens as f64 / generation_seconds.max(1e-9),
-        scoring_tokens_per_second: scoring_tokens as f64 / scoring_seconds.max(1e-9),
+        scoring_tokens_per_second: scoring_tokens as f64
+            / (scoring_seconds
+                + if piped.is_empty() {
+                    0.0
+                } else {
+                    generation_seconds
+                })
+            .max(1e-9),
     };
     Ok(MosaicReport {
         query: query.to_string(),
@@ -647,6 +712,14 @@ pub fn run_mosaic(
         engine: sessions.counters(),
         timings,
     })
+}
+
+/// A generation without the raw log-probabilities its backend said it reports.
+fn no_raw() -> EngineError {
+    EngineError::Config(
+        "the generator said it reports raw log-probabilities but a candidate came without them"
+            .into(),
+    )
 }
 
 /// A generation without proposal log-probabilities under `--importance proposal` (the check at the

@@ -9,6 +9,7 @@ use llm_auction_engine::lm::local::EngineModel;
 use llm_auction_engine::mosaic::{
     Advertiser, Generator, Importance, MosaicConfig, MosaicModels, run_mosaic,
 };
+use llm_auction_engine::request::ScoreSpec;
 use llm_auction_engine::token_auction::{
     Agent, TokenAuctionConfig, lambda_sweep, run_token_auction,
 };
@@ -108,6 +109,28 @@ fn mosaic_report_is_consistent_with_the_mechanism() {
         assert_eq!(r.results[i].utility, m.utilities[i]);
     }
     assert_eq!(r.revenue, m.revenue);
+    // log π_gen(y) comes from generation (nothing is scored twice): it equals a scoring of each
+    // candidate under the generator's prompt, from the same logits (the native pass is
+    // batch-invariant); scoring rounds each token's log-probability to f32, hence the tolerance.
+    let gen_prompt = model.encode(&r.prompts.generator).unwrap();
+    let specs = r
+        .candidates
+        .iter()
+        .map(|c| ScoreSpec {
+            prompt: gen_prompt.clone(),
+            continuation: c.tokens.clone(),
+        })
+        .collect();
+    let scored = model.session().unwrap().score(specs, &mut |_| {}).unwrap();
+    for (c, sc) in r.candidates.iter().zip(&scored) {
+        let tol = 1e-6 * (1.0 + c.log_gen.abs());
+        assert!(
+            (c.log_gen - sc.total_logprob).abs() <= tol,
+            "log π_gen from generation {} vs scoring {}",
+            c.log_gen,
+            sc.total_logprob
+        );
+    }
     // Same seed, same everything (timings aside); another seed, other candidates.
     let (_d2, other_engine) = tiny_with(EngineConfig::default());
     let again = run_mosaic(
@@ -127,8 +150,9 @@ fn mosaic_report_is_consistent_with_the_mechanism() {
         r.candidates.iter().map(|c| &c.tokens).collect::<Vec<_>>()
     );
     assert_eq!(again.winner, r.winner);
+    // Other batch limits, the same bits (the native pass is batch-invariant).
     for (a, b) in again.results.iter().zip(&r.results) {
-        assert!((a.payment - b.payment).abs() < 1e-6);
+        assert_eq!(a.payment, b.payment);
     }
     let other = run_mosaic(
         &MosaicModels::single(&model, 2),

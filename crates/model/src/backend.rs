@@ -3,7 +3,10 @@
 //! between them at run time. The KV-cache row write is the one operation whose best implementation
 //! differs per backend ([`KvBackend`]).
 
+use crate::batch::ForwardBatch;
 use crate::error::{ModelError, Result};
+use crate::kv::KvCache;
+use crate::llama::Llama;
 use burn::tensor::backend::Backend;
 use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData};
 use std::fmt;
@@ -52,6 +55,10 @@ pub fn cpu_backend_name() -> &'static str {
 
 /// A backend the model can run on: it knows how to overwrite rows of a KV store in place.
 pub trait KvBackend: Backend {
+    /// Whether [`KvBackend::native_forward`] is implemented (then, with [`crate::Kernels::Native`],
+    /// each row's result is bitwise independent of the rest of its batch).
+    const NATIVE_FORWARD: bool = false;
+
     /// Overwrites rows `slots` of `store` (`[num_slots, width]`) with `rows` (`[slots.len(), width]`).
     /// `slots` are distinct and in range (checked by the caller).
     ///
@@ -62,6 +69,17 @@ pub trait KvBackend: Backend {
         slots: &[u32],
         rows: Tensor<Self, 2>,
     ) -> Result<Tensor<Self, 2>>;
+
+    /// The backend's own forward pass of the whole model, where it has one (flex: the native CPU
+    /// pass of [`crate::cpu`]); `None` runs the burn-op pass of [`Llama::forward`]. Same contract
+    /// as [`Llama::forward`], which has already checked that `cache` fits the model.
+    fn native_forward(
+        _model: &Llama<Self>,
+        _batch: &ForwardBatch,
+        _cache: &mut KvCache<Self>,
+    ) -> Option<Result<Tensor<Self, 2>>> {
+        None
+    }
 }
 
 /// Row write through host memory: on flex `into_data` and `from_data` are zero-copy for a uniquely
@@ -106,12 +124,22 @@ fn write_rows_device<B: Backend>(
 
 #[cfg(feature = "flex")]
 impl KvBackend for burn_flex::Flex {
+    const NATIVE_FORWARD: bool = true;
+
     fn write_rows(
         store: Tensor<Self, 2>,
         slots: &[u32],
         rows: Tensor<Self, 2>,
     ) -> Result<Tensor<Self, 2>> {
         write_rows_host(store, slots, rows)
+    }
+
+    fn native_forward(
+        model: &Llama<Self>,
+        batch: &ForwardBatch,
+        cache: &mut KvCache<Self>,
+    ) -> Option<Result<Tensor<Self, 2>>> {
+        crate::cpu::forward(model, batch, cache)
     }
 }
 

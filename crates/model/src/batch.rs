@@ -26,8 +26,20 @@ pub struct ForwardBatch {
     pub logits_rows: Vec<usize>,
 }
 
-/// Everything the forward pass derives from a validated batch: slot of every new token, the padded
-/// query layout, the gather indices of every sequence's context and the attention bias.
+/// A validated batch: where each new token's keys and values go, and each sequence's new-token
+/// count and context length (`p0 + len`).
+#[derive(Debug, Clone)]
+pub(crate) struct Layout {
+    /// Slot of every packed row.
+    pub slot_mapping: Vec<u32>,
+    /// New tokens per sequence.
+    pub lens: Vec<usize>,
+    /// Context length per sequence after this pass.
+    pub ctx: Vec<usize>,
+}
+
+/// Everything the burn-op forward pass derives from a validated batch: slot of every new token, the
+/// padded query layout, the gather indices of every sequence's context and the attention bias.
 #[derive(Debug, Clone)]
 pub(crate) struct Plan {
     /// KV slot of each packed token.
@@ -56,14 +68,19 @@ impl ForwardBatch {
         self.seq_starts.len().saturating_sub(1)
     }
 
-    /// Validates the batch against the model and cache sizes and derives the [`Plan`].
-    pub(crate) fn plan(
+    /// Slot of position `p` of sequence `s` (checked by [`Self::layout`]).
+    pub(crate) fn slot_of(&self, s: usize, p: usize) -> usize {
+        self.block_tables[s][p / self.block_size] as usize * self.block_size + p % self.block_size
+    }
+
+    /// Validates the batch against the model and cache sizes: every check of the pass, before
+    /// anything is written.
+    pub(crate) fn layout(
         &self,
         vocab: usize,
         max_position: usize,
         num_slots: usize,
-        rep: usize,
-    ) -> Result<Plan> {
+    ) -> Result<Layout> {
         let bad = |m: String| Err(ModelError::Batch(m));
         let n = self.tokens.len();
         if n == 0 {
@@ -150,6 +167,28 @@ impl ForwardBatch {
                 return bad(format!("slot {sl} is written twice in one pass"));
             }
         }
+        Ok(Layout {
+            slot_mapping,
+            lens,
+            ctx,
+        })
+    }
+
+    /// Validates the batch ([`Self::layout`]) and derives the [`Plan`] of the burn-op forward pass.
+    pub(crate) fn plan(
+        &self,
+        vocab: usize,
+        max_position: usize,
+        num_slots: usize,
+        rep: usize,
+    ) -> Result<Plan> {
+        let Layout {
+            slot_mapping,
+            lens,
+            ctx,
+        } = self.layout(vocab, max_position, num_slots)?;
+        let (n, s_count) = (self.tokens.len(), self.num_seqs());
+        let slot = |s: usize, p: usize| -> Result<u32> { Ok(self.slot_of(s, p) as u32) };
         let tq = *lens.iter().max().unwrap_or(&1);
         let tk = *ctx.iter().max().unwrap_or(&1);
         let uniform = lens.iter().all(|&l| l == tq);

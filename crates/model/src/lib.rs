@@ -15,6 +15,7 @@ pub mod backend;
 pub mod batch;
 pub mod chat;
 pub mod config;
+pub mod cpu;
 pub mod error;
 pub mod export;
 pub mod fetch;
@@ -32,5 +33,5 @@ pub mod weights;
 
 pub use backend::{CpuBackend, DeviceChoice, KvBackend};
 pub use error::{ModelError, Result};
-pub use llama::Llama;
+pub use llama::{Kernels, Llama};
 pub use model::Model;

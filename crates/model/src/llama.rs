@@ -24,16 +24,16 @@ use burn::tensor::{Int, Tensor, TensorData};
 
 /// One decoder block's weights; every matrix is `[out, in]`.
 #[derive(Debug, Clone)]
-struct Block<B: KvBackend> {
-    attn_norm: Tensor<B, 1>,
-    wq: Tensor<B, 2>,
-    wk: Tensor<B, 2>,
-    wv: Tensor<B, 2>,
-    wo: Tensor<B, 2>,
-    mlp_norm: Tensor<B, 1>,
-    w_gate: Tensor<B, 2>,
-    w_up: Tensor<B, 2>,
-    w_down: Tensor<B, 2>,
+pub(crate) struct Block<B: KvBackend> {
+    pub(crate) attn_norm: Tensor<B, 1>,
+    pub(crate) wq: Tensor<B, 2>,
+    pub(crate) wk: Tensor<B, 2>,
+    pub(crate) wv: Tensor<B, 2>,
+    pub(crate) wo: Tensor<B, 2>,
+    pub(crate) mlp_norm: Tensor<B, 1>,
+    pub(crate) w_gate: Tensor<B, 2>,
+    pub(crate) w_up: Tensor<B, 2>,
+    pub(crate) w_down: Tensor<B, 2>,
 }
 
 /// A loaded Llama model on one device.
@@ -41,13 +41,41 @@ struct Block<B: KvBackend> {
 pub struct Llama<B: KvBackend> {
     cfg: LlamaConfig,
     /// `[vocab, d]`.
-    embed: Tensor<B, 2>,
-    blocks: Vec<Block<B>>,
-    norm: Tensor<B, 1>,
+    pub(crate) embed: Tensor<B, 2>,
+    pub(crate) blocks: Vec<Block<B>>,
+    pub(crate) norm: Tensor<B, 1>,
     /// `[vocab, d]` (the embedding itself when tied).
-    lm_head: Tensor<B, 2>,
-    rope: Rope,
+    pub(crate) lm_head: Tensor<B, 2>,
+    pub(crate) rope: Rope,
     device: B::Device,
+    kernels: Kernels,
+    /// Floating-point operations of the useful work of every pass so far ([`Self::flops`]).
+    flops: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// Which implementation runs [`Llama::forward`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Kernels {
+    /// The backend's native pass where it has one (the flex CPU backend: [`crate::cpu`]), else
+    /// burn tensor ops.
+    #[default]
+    Native,
+    /// burn tensor ops on every backend (the reference, and the "before" of the benchmarks).
+    Burn,
+}
+
+impl std::str::FromStr for Kernels {
+    type Err = ModelError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "native" => Ok(Kernels::Native),
+            "burn" => Ok(Kernels::Burn),
+            _ => Err(ModelError::Batch(format!(
+                "unknown kernels {s:?}; use native or burn"
+            ))),
+        }
+    }
 }
 
 /// Progress callback of the loader: `(tensor name, index, total)`.
@@ -155,7 +183,55 @@ impl<B: KvBackend> Llama<B> {
             lm_head,
             device: device.clone(),
             cfg,
+            kernels: Kernels::default(),
+            flops: Default::default(),
         })
+    }
+
+    /// Floating-point operations of the useful work of every successful [`Self::forward`] of this
+    /// model (and its clones) so far: per token and layer `2·d·(q + 2·kv) + 2·q·d + 4·d·ffn +
+    /// 2·ffn·d` for the projections and `4·(p + 1)·q` for attention over its `p + 1` visible
+    /// positions, plus `2·vocab·d` per logits row. Benchmarks divide by the measured GEMM peak to
+    /// get a time bound.
+    pub fn flops(&self) -> u64 {
+        self.flops.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn pass_flops(&self, batch: &ForwardBatch) -> u64 {
+        let c = &self.cfg;
+        let (d, q, kv, ffn) = (
+            c.hidden_size as u64,
+            c.q_dim() as u64,
+            c.kv_dim() as u64,
+            c.intermediate_size as u64,
+        );
+        let linear = 2 * d * (q + 2 * kv) + 2 * q * d + 4 * d * ffn + 2 * ffn * d;
+        let attention: u64 = batch
+            .positions
+            .iter()
+            .map(|&p| 4 * (p as u64 + 1) * q)
+            .sum();
+        let per_layer = batch.tokens.len() as u64 * linear + attention;
+        c.num_layers as u64 * per_layer
+            + batch.logits_rows.len() as u64 * 2 * c.vocab_size as u64 * d
+    }
+
+    /// The same model running `kernels`.
+    pub fn with_kernels(mut self, kernels: Kernels) -> Self {
+        self.kernels = kernels;
+        self
+    }
+
+    /// The kernels [`Self::forward`] runs.
+    pub fn kernels(&self) -> Kernels {
+        self.kernels
+    }
+
+    /// Whether each row's logits are bitwise independent of the other rows of its batch (and of
+    /// how a sequence's tokens were split into passes): true for the native CPU pass
+    /// ([`crate::cpu`]), whose every reduction has a fixed order per row.
+    pub fn batch_invariant(&self) -> bool {
+        self.kernels == Kernels::Native && B::NATIVE_FORWARD
     }
 
     /// The configuration.
@@ -197,13 +273,26 @@ impl<B: KvBackend> Llama<B> {
     /// [`ModelError::Backend`] if the backend misbehaves.
     pub fn forward(&self, batch: &ForwardBatch, cache: &mut KvCache<B>) -> Result<Tensor<B, 2>> {
         let cfg = &self.cfg;
-        let rep = cfg.num_heads / cfg.num_kv_heads;
-        let plan = batch.plan(cfg.vocab_size, cfg.max_position, cache.num_slots(), rep)?;
         if cache.keys.len() != cfg.num_layers || cache.width() != cfg.kv_dim() {
             return Err(ModelError::Batch(
                 "the KV cache was made for another model".into(),
             ));
         }
+        let out = self.forward_pass(batch, cache)?;
+        self.flops
+            .fetch_add(self.pass_flops(batch), std::sync::atomic::Ordering::Relaxed);
+        Ok(out)
+    }
+
+    fn forward_pass(&self, batch: &ForwardBatch, cache: &mut KvCache<B>) -> Result<Tensor<B, 2>> {
+        let cfg = &self.cfg;
+        if self.kernels == Kernels::Native
+            && let Some(out) = B::native_forward(self, batch, cache)
+        {
+            return out;
+        }
+        let rep = cfg.num_heads / cfg.num_kv_heads;
+        let plan = batch.plan(cfg.vocab_size, cfg.max_position, cache.num_slots(), rep)?;
         let n = batch.tokens.len();
         let (q, kv, hd) = (cfg.q_dim(), cfg.kv_dim(), cfg.head_dim);
         let ids = self.int1(batch.tokens.iter().map(|&t| t as i64).collect());

@@ -75,6 +75,20 @@ impl Rope {
         }
     }
 
+    /// Rotates one head's vector `x` (`head_dim` values) in place for position `p`
+    /// (`< max_position`): `x[i], x[i+d/2] ← x[i]·cos − x[i+d/2]·sin, x[i+d/2]·cos + x[i]·sin`.
+    /// The host form of [`RopeRows::apply`], used by the native CPU forward pass.
+    pub fn rotate(&self, x: &mut [f32], p: usize) {
+        let h = self.head_dim / 2;
+        let (cos, sin) = (&self.cos[p * h..(p + 1) * h], &self.sin[p * h..(p + 1) * h]);
+        let (lo, hi) = x.split_at_mut(h);
+        for i in 0..h {
+            let (a, b) = (lo[i], hi[i]);
+            lo[i] = a * cos[i] - b * sin[i];
+            hi[i] = b * cos[i] + a * sin[i];
+        }
+    }
+
     /// The operands for tokens at `positions` (all `< max_position`) and `heads` heads.
     pub fn rows<B: Backend>(
         &self,

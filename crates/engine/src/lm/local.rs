@@ -197,6 +197,72 @@ impl<B: KvBackend> ModelSession for EngineSession<'_, B> {
         Ok(outs.into_iter().filter_map(Outcome::scored).collect())
     }
 
+    /// Submits each sample's scorings to the engine the step it finishes, so they share the
+    /// batches of the samples still decoding.
+    fn generate_then_score(
+        &mut self,
+        reqs: Vec<GenerateSpec>,
+        on_step: OnStep<'_>,
+        on_sample: &mut dyn FnMut(usize, &Sample),
+        follow: &mut dyn FnMut(usize, &Sample) -> Vec<ScoreSpec>,
+    ) -> Result<(Vec<Sample>, Vec<Vec<Scored>>)> {
+        let ids = reqs
+            .into_iter()
+            .map(|r| self.engine.submit(Request::Generate(r)))
+            .collect::<Result<Vec<_>>>()?;
+        let n = ids.len();
+        let mut samples: Vec<Option<Result<Sample>>> = (0..n).map(|_| None).collect();
+        let mut follow_ids: Vec<Result<Vec<_>>> = (0..n).map(|_| Ok(vec![])).collect();
+        let mut take = |engine: &mut Engine<BurnRunner<'_, B>>| {
+            for (i, &id) in ids.iter().enumerate() {
+                if samples[i].is_none()
+                    && let Some(out) = engine.take_outcome(id)
+                {
+                    let sample = out.and_then(|o| {
+                        o.generated().map(sample_of).ok_or_else(|| {
+                            EngineError::Config("a generation came back as another kind".into())
+                        })
+                    });
+                    if let Ok(s) = &sample {
+                        on_sample(i, s);
+                        follow_ids[i] = follow(i, s)
+                            .into_iter()
+                            .map(|spec| engine.submit(Request::Score(spec)))
+                            .collect();
+                    }
+                    samples[i] = Some(sample);
+                }
+            }
+        };
+        take(&mut self.engine);
+        while self.engine.has_unfinished() {
+            let stats = self.engine.step();
+            on_step(&stats);
+            take(&mut self.engine);
+        }
+        let samples = samples
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| Err(EngineError::Config("missing generation".into()))))
+            .collect::<Result<Vec<_>>>()?;
+        let scored = follow_ids
+            .into_iter()
+            .map(|ids| {
+                ids?.into_iter()
+                    .map(|id| {
+                        let out = self
+                            .engine
+                            .take_outcome(id)
+                            .ok_or_else(|| EngineError::Config("missing scoring".into()))??;
+                        out.scored().ok_or_else(|| {
+                            EngineError::Config("a scoring came back as another kind".into())
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok((samples, scored))
+    }
+
     fn next_token_logprobs(&mut self, contexts: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
         next_token_rows(contexts, &mut |req| {
             self.engine.run_all(vec![req], &mut |_| {}).map(|_| ())

@@ -172,6 +172,38 @@ pub trait ModelSession {
     /// Invalid requests, model or server errors.
     fn score(&mut self, reqs: Vec<ScoreSpec>, on_step: OnStep<'_>) -> Result<Vec<Scored>>;
 
+    /// Generates as [`ModelSession::generate_each`] and scores, in this session, the requests
+    /// `follow(index, sample)` makes for each sample; returns the samples and each one's scorings
+    /// in the order `follow` gave them. A backend that can keeps its batch full by starting a
+    /// sample's scorings as soon as it finishes, while the others still decode (the engine does);
+    /// by default they run in one batch after the generation.
+    ///
+    /// # Errors
+    /// As [`ModelSession::generate`] and [`ModelSession::score`].
+    fn generate_then_score(
+        &mut self,
+        reqs: Vec<GenerateSpec>,
+        on_step: OnStep<'_>,
+        on_sample: &mut dyn FnMut(usize, &Sample),
+        follow: &mut dyn FnMut(usize, &Sample) -> Vec<ScoreSpec>,
+    ) -> Result<(Vec<Sample>, Vec<Vec<Scored>>)> {
+        let samples = self.generate_each(reqs, on_step, on_sample)?;
+        let specs: Vec<Vec<ScoreSpec>> = samples
+            .iter()
+            .enumerate()
+            .map(|(i, s)| follow(i, s))
+            .collect();
+        let counts: Vec<usize> = specs.iter().map(Vec::len).collect();
+        let mut scored = self
+            .score(specs.into_iter().flatten().collect(), on_step)?
+            .into_iter();
+        let per_sample = counts
+            .iter()
+            .map(|&n| scored.by_ref().take(n).collect())
+            .collect();
+        Ok((samples, per_sample))
+    }
+
     /// The full next-token log-probability row (`vocab_size` values, temperature 1) after each
     /// context.
     ///
