@@ -158,37 +158,8 @@ impl<B: KvBackend> ModelSession for EngineSession<'_, B> {
         on_step: OnStep<'_>,
         on_sample: &mut dyn FnMut(usize, &Sample),
     ) -> Result<Vec<Sample>> {
-        let ids = reqs
-            .into_iter()
-            .map(|r| self.engine.submit(Request::Generate(r)))
-            .collect::<Result<Vec<_>>>()?;
-        let mut outs: Vec<Option<Result<Sample>>> = (0..ids.len()).map(|_| None).collect();
-        let mut take = |engine: &mut Engine<BurnRunner<'_, B>>| {
-            for (i, &id) in ids.iter().enumerate() {
-                if outs[i].is_none()
-                    && let Some(out) = engine.take_outcome(id)
-                {
-                    let sample = out.and_then(|o| {
-                        o.generated().map(sample_of).ok_or_else(|| {
-                            EngineError::Config("a generation came back as another kind".into())
-                        })
-                    });
-                    if let Ok(s) = &sample {
-                        on_sample(i, s);
-                    }
-                    outs[i] = Some(sample);
-                }
-            }
-        };
-        take(&mut self.engine);
-        while self.engine.has_unfinished() {
-            let stats = self.engine.step();
-            on_step(&stats);
-            take(&mut self.engine);
-        }
-        outs.into_iter()
-            .map(|o| o.unwrap_or_else(|| Err(EngineError::Config("missing generation".into()))))
-            .collect()
+        self.generate_then_score(reqs, on_step, on_sample, &mut |_, _| vec![])
+            .map(|(samples, _)| samples)
     }
 
     fn score(&mut self, reqs: Vec<ScoreSpec>, on_step: OnStep<'_>) -> Result<Vec<Scored>> {

@@ -82,6 +82,18 @@ pub struct Mat<'a> {
     stride: usize,
 }
 
+/// The bounds check of every view, on which the kernels' loads rely.
+fn check_view(len: usize, rows: usize, cols: usize, stride: usize) {
+    assert!(rows <= 1 || cols <= stride, "matrix rows overlap");
+    let end = rows
+        .checked_sub(1)
+        .map(|r| r.checked_mul(stride).and_then(|o| o.checked_add(cols)));
+    assert!(
+        end.is_none_or(|e| e.is_some_and(|e| e <= len)),
+        "matrix view out of bounds"
+    );
+}
+
 impl<'a> Mat<'a> {
     /// A view of `data`.
     ///
@@ -89,11 +101,7 @@ impl<'a> Mat<'a> {
     /// If the rows do not fit in `data` or overlap (`cols > stride` with more than one row): the
     /// kernels rely on this check for the bounds of every load.
     pub fn new(data: &'a [f32], rows: usize, cols: usize, stride: usize) -> Self {
-        assert!(rows <= 1 || cols <= stride, "matrix rows overlap");
-        assert!(
-            rows == 0 || (rows - 1) * stride + cols <= data.len(),
-            "matrix view out of bounds"
-        );
+        check_view(data.len(), rows, cols, stride);
         Self {
             data,
             rows,
@@ -137,11 +145,7 @@ impl<'a> MatMut<'a> {
     /// # Panics
     /// As [`Mat::new`].
     pub fn new(data: &'a mut [f32], rows: usize, cols: usize, stride: usize) -> Self {
-        assert!(rows <= 1 || cols <= stride, "matrix rows overlap");
-        assert!(
-            rows == 0 || (rows - 1) * stride + cols <= data.len(),
-            "matrix view out of bounds"
-        );
+        check_view(data.len(), rows, cols, stride);
         Self {
             data,
             rows,
