@@ -70,11 +70,18 @@ fn children_cpu() -> Result<f64> {
     let f: Vec<&str> = rest.split_whitespace().collect();
     // rest[0] is field 3 (state); cutime and cstime are fields 16 and 17.
     let ticks: f64 = f[13].parse::<f64>()? + f[14].parse::<f64>()?;
-    let hz: f64 = output(Command::new("getconf").arg("CLK_TCK"))?
-        .trim()
-        .parse()
-        .unwrap_or(100.0);
-    Ok(ticks / hz)
+    Ok(ticks / clock_ticks())
+}
+
+/// Clock ticks per second (`getconf CLK_TCK`, asked once, before any measurement).
+fn clock_ticks() -> f64 {
+    static HZ: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *HZ.get_or_init(|| {
+        output(Command::new("getconf").arg("CLK_TCK"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
 }
 
 /// Busy fraction of all CPUs over `window` (from /proc/stat).
@@ -256,6 +263,7 @@ pub fn bench_peers(opts: Options) -> Result<()> {
         )?;
         std::fs::rename(&partial, &gguf)?;
     }
+    clock_ticks();
     let sides = ["llama.cpp F32", "ours native", "ours burn (before)"];
     let mut runs: Vec<Vec<Run>> = vec![vec![], vec![], vec![]];
     for round in 1..=opts.rounds {

@@ -110,7 +110,7 @@ pub fn load_model<B: KvBackend>(
     let start = Instant::now();
     let pb = bar(1, "loading", quiet);
     let mut progress = tensor_progress(&pb, "loading");
-    let model = match &args.model {
+    let mut model = match &args.model {
         Some(path) => Model::<B>::load(path, device, &mut progress)
             .with_context(|| format!("--model {}", path.display()))?,
         None => {
@@ -118,8 +118,7 @@ pub fn load_model<B: KvBackend>(
         }
     };
     pb.finish_and_clear();
-    let mut model = model;
-    model.llama = model.llama.clone().with_kernels(args.kernels);
+    model.llama.set_kernels(args.kernels);
     tracing::info!(path = %model.path().display(), secs = start.elapsed().as_secs_f64(), "model loaded");
     Ok(model)
 }

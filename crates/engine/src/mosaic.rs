@@ -542,17 +542,9 @@ pub fn run_mosaic(
     let progress = progress.into_inner();
     let gens = crate::lm::expect_len(sampler.info(), "generate", gens, cfg.m)
         .map_err(sessions.err(sampler_s))?;
-    for (j, row) in piped_scores.iter().enumerate() {
-        if row.len() != piped.len() {
-            return Err(sessions.wrap(
-                sampler_s,
-                EngineError::Config(format!(
-                    "candidate {j}: {} scorings for {} prompts",
-                    row.len(),
-                    piped.len()
-                )),
-            ));
-        }
+    for (j, row) in piped_scores.into_iter().enumerate() {
+        let row = crate::lm::expect_len(sampler.info(), "score", row, piped.len())
+            .map_err(sessions.err(sampler_s))?;
         for (&k, sc) in piped.iter().zip(row) {
             totals[k * cfg.m + j] = sc.total_logprob;
         }

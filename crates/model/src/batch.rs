@@ -188,7 +188,6 @@ impl ForwardBatch {
             ctx,
         } = self.layout(vocab, max_position, num_slots)?;
         let (n, s_count) = (self.tokens.len(), self.num_seqs());
-        let slot = |s: usize, p: usize| -> Result<u32> { Ok(self.slot_of(s, p) as u32) };
         let tq = *lens.iter().max().unwrap_or(&1);
         let tk = *ctx.iter().max().unwrap_or(&1);
         let uniform = lens.iter().all(|&l| l == tq);
@@ -212,9 +211,13 @@ impl ForwardBatch {
         };
         let mut kv_gather = Vec::with_capacity(s_count * tk);
         for (s, &len) in ctx.iter().enumerate() {
-            let first = slot(s, 0)? as i64;
+            let first = self.slot_of(s, 0) as i64;
             for j in 0..tk {
-                kv_gather.push(if j < len { slot(s, j)? as i64 } else { first });
+                kv_gather.push(if j < len {
+                    self.slot_of(s, j) as i64
+                } else {
+                    first
+                });
             }
         }
         let mut bias = vec![f32::NEG_INFINITY; s_count * tq * rep * tk];

@@ -113,7 +113,7 @@ pub enum ModelError {
         /// Why it cannot be used.
         message: String,
     },
-    /// Invalid sampling or scoring parameters.
+    /// Invalid parameters (sampling, scoring, the kernels to run).
     #[error("{field}: {message}")]
     Parameter {
         /// The parameter.

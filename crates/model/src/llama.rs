@@ -71,9 +71,10 @@ impl std::str::FromStr for Kernels {
         match s {
             "native" => Ok(Kernels::Native),
             "burn" => Ok(Kernels::Burn),
-            _ => Err(ModelError::Batch(format!(
-                "unknown kernels {s:?}; use native or burn"
-            ))),
+            _ => Err(ModelError::param(
+                "kernels",
+                format!("unknown kernels {s:?}; use native or burn"),
+            )),
         }
     }
 }
@@ -216,9 +217,14 @@ impl<B: KvBackend> Llama<B> {
             + batch.logits_rows.len() as u64 * 2 * c.vocab_size as u64 * d
     }
 
+    /// Runs `kernels` from now on.
+    pub fn set_kernels(&mut self, kernels: Kernels) {
+        self.kernels = kernels;
+    }
+
     /// The same model running `kernels`.
     pub fn with_kernels(mut self, kernels: Kernels) -> Self {
-        self.kernels = kernels;
+        self.set_kernels(kernels);
         self
     }
 

@@ -3,7 +3,7 @@
 //! that back flex's tensors (no copies of the weights or the KV cache).
 //!
 //! - [`kernels`]: the one GEMM-like kernel (AVX-512, AVX2+FMA or portable, detected at run time),
-//!   the crate's only `unsafe` code;
+//!   the crate's one `unsafe` module (beside the CUDA driver probe in `backend.rs`);
 //! - `ops`: RMSNorm, SwiGLU and the causal softmax, row by row;
 //! - `forward`: the network, its fused attention and the thread split.
 //!
@@ -98,43 +98,33 @@ mod flex {
                 .collect()
         };
         let (mut keys, mut values) = (take(&mut cache.keys), take(&mut cache.values));
-        {
-            // Uniquely owned (the cache's own), so `storage_mut` does not copy.
-            let mut stores: Vec<Stores<'_>> = keys
-                .iter_mut()
-                .zip(values.iter_mut())
-                .map(|(k, v)| Stores {
-                    keys: k.storage_mut::<f32>(),
-                    values: v.storage_mut::<f32>(),
-                })
-                .collect();
-            let isa = super::kernels::isa();
-            // The whole pass runs on one of rayon's workers, so each parallel step inside it is a
-            // hand-off between workers that are still spinning, not a wake-up of this thread.
-            let logits = rayon::scope(|_| {
-                super::forward::forward(
-                    isa,
-                    cfg,
-                    &model.rope,
-                    &weights,
-                    batch,
-                    &layout,
-                    &mut stores,
-                )
-            });
-            drop(stores);
-            let back = |v: Vec<FlexTensor>| -> Vec<Tensor<Flex, 2>> {
-                v.into_iter()
-                    .map(|t| Tensor::from_primitive(TensorPrimitive::Float(t)))
-                    .collect()
-            };
-            cache.keys = back(keys);
-            cache.values = back(values);
-            let rows = batch.logits_rows.len();
-            Some(Ok(Tensor::from_data(
-                TensorData::new(logits, [rows, cfg.vocab_size]),
-                model.device(),
-            )))
-        }
+        // Uniquely owned (the cache's own), so `storage_mut` does not copy.
+        let mut stores: Vec<Stores<'_>> = keys
+            .iter_mut()
+            .zip(values.iter_mut())
+            .map(|(k, v)| Stores {
+                keys: k.storage_mut::<f32>(),
+                values: v.storage_mut::<f32>(),
+            })
+            .collect();
+        let isa = super::kernels::isa();
+        // The whole pass runs on one of rayon's workers, so each parallel step inside it is a
+        // hand-off between workers that are still spinning, not a wake-up of this thread.
+        let logits = rayon::scope(|_| {
+            super::forward::forward(isa, cfg, &model.rope, &weights, batch, &layout, &mut stores)
+        });
+        drop(stores);
+        let back = |v: Vec<FlexTensor>| -> Vec<Tensor<Flex, 2>> {
+            v.into_iter()
+                .map(|t| Tensor::from_primitive(TensorPrimitive::Float(t)))
+                .collect()
+        };
+        cache.keys = back(keys);
+        cache.values = back(values);
+        let rows = batch.logits_rows.len();
+        Some(Ok(Tensor::from_data(
+            TensorData::new(logits, [rows, cfg.vocab_size]),
+            model.device(),
+        )))
     }
 }
