@@ -1,7 +1,7 @@
 //! `mosaic` and `token-auction`: the two auctions on the model, end to end.
 
 use crate::common::{ModelArgs, OnBackend, bar, on_device};
-use crate::models::{ModelsArgs, Registry, per_name, roles_of};
+use crate::models::{ModelsArgs, Serving, build_registry, per_name, roles_of};
 use anyhow::{Result, bail};
 use clap::{Args, ValueEnum};
 use llm_auction_engine::engine::EngineConfig;
@@ -197,13 +197,14 @@ pub fn mosaic(args: MosaicArgs, quiet: bool) -> Result<()> {
                 ("generator".to_string(), a.generator_model.clone()),
             ];
             wanted.extend(roles_of("advertiser", &names, &adv_entries));
-            let registry = Registry::build::<B>(
+            let registry = build_registry::<B>(
                 &a.models,
                 &wanted,
                 &a.model,
                 a.engine.config(),
                 device,
                 quiet,
+                Serving::PerSession,
             )?;
             let models = MosaicModels {
                 reference: registry.get(&a.reference)?,
@@ -211,7 +212,7 @@ pub fn mosaic(args: MosaicArgs, quiet: bool) -> Result<()> {
                 advertisers: adv_entries
                     .iter()
                     .map(|e| registry.get(e))
-                    .collect::<Result<_>>()?,
+                    .collect::<Result<_, _>>()?,
             };
             let gen_bar = bar((a.m * a.max_new_tokens) as u64, "generating", quiet);
             let score_bar = bar(1, "scoring", quiet);
@@ -359,18 +360,19 @@ pub fn token_auction(args: TokenAuctionArgs, quiet: bool) -> Result<()> {
             };
             let names: Vec<&str> = agents.iter().map(|x| x.name.as_str()).collect();
             let entries = per_name("--agent-model", &a.agent_models, &names, DEFAULT_ENTRY)?;
-            let registry = Registry::build::<B>(
+            let registry = build_registry::<B>(
                 &a.models,
                 &roles_of("agent", &names, &entries),
                 &a.model,
                 a.engine.config(),
                 device,
                 quiet,
+                Serving::PerSession,
             )?;
             let models = entries
                 .iter()
                 .map(|e| registry.get(e))
-                .collect::<Result<Vec<_>>>()?;
+                .collect::<Result<Vec<_>, _>>()?;
             if let Some(k) = a.lambda_sweep {
                 let pb = bar(1, "sweeping", quiet);
                 let rows = lambda_sweep(

@@ -243,13 +243,14 @@ pub fn bench_engine(args: BenchEngineArgs, quiet: bool) -> Result<()> {
             let scheduled = EngineModel::new(DEFAULT_ENTRY, model.clone(), a.engine.config());
             let naive = NaiveModel::new(DEFAULT_ENTRY, model);
             let remote = match &a.remote {
-                Some(entry) => Some(crate::models::Registry::build::<B>(
+                Some(entry) => Some(crate::models::build_registry::<B>(
                     &a.models,
                     &[("every role".to_string(), entry.clone())],
                     &a.model,
                     a.engine.config(),
                     device,
                     quiet,
+                    crate::models::Serving::PerSession,
                 )?),
                 None => None,
             };

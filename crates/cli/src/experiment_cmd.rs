@@ -2,7 +2,7 @@
 
 use crate::auction_cmd::{EngineArgs, ImportanceArg};
 use crate::common::{ModelArgs, OnBackend, bar, load_model, on_device};
-use crate::models::{ModelsArgs, Registry};
+use crate::models::{ModelsArgs, Serving, build_registry};
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
 use llm_auction_engine::experiment::{
@@ -185,13 +185,14 @@ impl OnBackend for MosaicCmd {
             ("generator".to_string(), a.generator_model.clone()),
             ("advertisers".to_string(), a.advertiser_model.clone()),
         ];
-        let registry = Registry::build::<B>(
+        let registry = build_registry::<B>(
             &a.models,
             &wanted,
             &a.model,
             a.engine.config(),
             device,
             quiet,
+            Serving::PerSession,
         )?;
         let models = ExperimentModels {
             reference: registry.get(&a.reference)?,

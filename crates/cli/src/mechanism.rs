@@ -4,8 +4,8 @@
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use llm_auction_mechanism::aggregate::{Aggregation, Bids};
-use llm_auction_mechanism::dist::Distribution;
-use llm_auction_mechanism::mosaic::{Mosaic, RewardMatrix, draw_winner, importance_weights};
+use llm_auction_mechanism::dist::from_prob_rows;
+use llm_auction_mechanism::mosaic::{Mosaic, MosaicOutcome, RewardMatrix, draw_winner};
 use llm_auction_mechanism::rng::rng_from_seed;
 use llm_auction_mechanism::token_auction::{PaymentRule, TokenAuction};
 use serde::de::DeserializeOwned;
@@ -47,17 +47,11 @@ fn default_true() -> bool {
     true
 }
 
-/// Output of `mechanism mosaic`.
+/// Output of `mechanism mosaic`: every field of the outcome, and the drawn candidate when seeded.
 #[derive(Debug, Serialize)]
 struct MosaicOut {
-    allocation: Vec<f64>,
-    payments: Vec<f64>,
-    utilities: Vec<f64>,
-    expected_rewards: Vec<f64>,
-    revenue: f64,
-    allocation_without: Vec<Vec<f64>>,
-    welfare: f64,
-    welfare_without: Vec<f64>,
+    #[serde(flatten)]
+    outcome: MosaicOutcome,
     #[serde(skip_serializing_if = "Option::is_none")]
     winner: Option<usize>,
 }
@@ -145,37 +139,20 @@ pub fn parse_json<T: DeserializeOwned>(text: &str) -> Result<T> {
 
 fn mosaic(input: MosaicIn) -> Result<MosaicOut> {
     let rewards = RewardMatrix::from_rows(&input.rewards)?;
-    let mechanism = Mosaic::new(input.tau)?.with_offset(input.offset);
-    let lw = match (&input.log_ref, &input.log_gen) {
-        (Some(r), Some(g)) => Some(importance_weights(r, g, rewards.candidates())?),
-        (None, None) => None,
-        (Some(_), None) => bail!("log_gen: importance weights need both log_ref and log_gen"),
-        (None, Some(_)) => bail!("log_ref: importance weights need both log_ref and log_gen"),
-    };
-    let out = mechanism.run(&rewards, lw.as_deref())?;
+    let out = Mosaic::new(input.tau)?
+        .with_offset(input.offset)
+        .run_from_logprobs(&rewards, input.log_ref.as_deref(), input.log_gen.as_deref())?;
     let winner = input
         .seed
         .map(|s| draw_winner(&out.allocation, &mut rng_from_seed(s)));
     Ok(MosaicOut {
-        allocation: out.allocation,
-        payments: out.payments,
-        utilities: out.utilities,
-        expected_rewards: out.expected_rewards,
-        revenue: out.revenue,
-        allocation_without: out.allocation_without,
-        welfare: out.welfare,
-        welfare_without: out.welfare_without,
+        outcome: out,
         winner,
     })
 }
 
 fn token(input: TokenIn) -> Result<TokenOut> {
-    let dists = input
-        .distributions
-        .into_iter()
-        .enumerate()
-        .map(|(i, p)| Distribution::from_probs(p, &format!("distributions[{i}]")))
-        .collect::<Result<Vec<_>, _>>()?;
+    let dists = from_prob_rows(input.distributions, "distributions")?;
     let bids = Bids::new(input.bids)?;
     let rule = TokenAuction::new(input.aggregation, input.payment);
     let out = rule.step(&dists, &bids, &mut rng_from_seed(input.seed))?;

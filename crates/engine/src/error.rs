@@ -65,6 +65,14 @@ pub enum EngineError {
         /// The model's error.
         error: Box<EngineError>,
     },
+    /// A role names a model entry that does not exist or was not instantiated.
+    #[error("model {name:?}: {message}")]
+    Entry {
+        /// The entry's name.
+        name: String,
+        /// Why it is not available.
+        message: String,
+    },
     /// A models file is unusable.
     #[error("{file}: {message}")]
     ModelsFile {

@@ -24,6 +24,7 @@ pub mod experiment;
 pub mod lm;
 pub mod models_file;
 pub mod mosaic;
+pub mod registry;
 pub mod remote;
 pub mod request;
 pub mod roles;

@@ -35,7 +35,7 @@ use llm_auction_model::model::DEFAULT_SYSTEM_PROMPT;
 use llm_auction_model::runner::FinishReason;
 use llm_auction_model::sampling::SamplingParams;
 use rand::Rng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::time::Instant;
 
 /// An advertiser: a name and a one-line description.
@@ -70,7 +70,7 @@ impl Advertiser {
 }
 
 /// Where candidates come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Generator {
     /// `π_gen`, prompted with the advertisers (Algorithm 2).
@@ -80,7 +80,7 @@ pub enum Generator {
 }
 
 /// Which `log q` enters the importance weights (see the module docs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Importance {
     /// The proposal actually sampled from (temperature and top-p applied); the default.

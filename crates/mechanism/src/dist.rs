@@ -126,6 +126,18 @@ impl Distribution {
     }
 }
 
+/// One validated [`Distribution`] per row, named `field[i]` in errors (the agents' next-token
+/// distributions of a token-auction step).
+///
+/// # Errors
+/// As [`Distribution::from_probs`], naming the row.
+pub fn from_prob_rows(rows: Vec<Vec<f64>>, field: &str) -> Result<Vec<Distribution>> {
+    rows.into_iter()
+        .enumerate()
+        .map(|(i, p)| Distribution::from_probs(p, &format!("{field}[{i}]")))
+        .collect()
+}
+
 /// Inverse-CDF draw over a probability vector (see [`Distribution::inverse_cdf`]); used by both the
 /// token auction and the MOSAIC draw (`math.md` M18: the draw uses only the allocation).
 pub fn inverse_cdf(probs: &[f64], u: f64) -> usize {
@@ -163,6 +175,14 @@ fn check_log_domain(xs: &[f64], field: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prob_rows_name_the_bad_row() {
+        let ok = from_prob_rows(vec![vec![0.5, 0.5], vec![1.0, 0.0]], "distributions").unwrap();
+        assert_eq!(ok[1].probs(), &[1.0, 0.0]);
+        let e = from_prob_rows(vec![vec![0.5, 0.5], vec![0.9, 0.3]], "distributions").unwrap_err();
+        assert!(e.to_string().starts_with("distributions[1]: "), "{e}");
+    }
 
     #[test]
     fn rejects_bad_vectors() {

@@ -248,6 +248,38 @@ impl Mosaic {
     }
 }
 
+impl Mosaic {
+    /// [`Mosaic::run`] from the log-probabilities of the candidates: Algorithm 2 with the weights of
+    /// [`importance_weights`] when both `log_ref` and `log_gen` are given, Algorithm 1 when neither is.
+    /// The one entry point of the front ends (the CLI's JSON filter, the service, Python).
+    ///
+    /// # Errors
+    /// [`Error::IncompleteImportanceWeights`] naming the missing one; as [`importance_weights`] and
+    /// [`Mosaic::run`].
+    pub fn run_from_logprobs(
+        &self,
+        rewards: &RewardMatrix,
+        log_ref: Option<&[f64]>,
+        log_gen: Option<&[f64]>,
+    ) -> Result<MosaicOutcome> {
+        let lw = match (log_ref, log_gen) {
+            (Some(r), Some(g)) => Some(importance_weights(r, g, rewards.candidates())?),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(Error::IncompleteImportanceWeights {
+                    field: "log_gen".into(),
+                });
+            }
+            (None, Some(_)) => {
+                return Err(Error::IncompleteImportanceWeights {
+                    field: "log_ref".into(),
+                });
+            }
+        };
+        self.run(rewards, lw.as_deref())
+    }
+}
+
 /// `Σ_{k∈S} r_{kj}/τ + lw_j` for every candidate `j`, summing agents in index order.
 fn scores(rewards: &RewardMatrix, set: &[usize], lw: &[f64], tau: f64) -> Vec<f64> {
     (0..rewards.candidates())
@@ -289,6 +321,33 @@ mod tests {
         assert!(Mosaic::new(-1.0).is_err());
         assert!(Mosaic::new(f64::NAN).is_err());
         assert!(importance_weights(&[0.0], &[0.0, 1.0], 1).is_err());
+    }
+
+    #[test]
+    fn run_from_logprobs_is_alg2_with_both_alg1_with_neither() {
+        let r = RewardMatrix::from_rows(&[vec![0.5, -1.0, 2.0]]).unwrap();
+        let mech = Mosaic::new(0.7).unwrap();
+        let (lr, lg) = ([-3.0, -1.5, -2.0], [-2.0, -2.5, -1.0]);
+        let lw: Vec<f64> = lr.iter().zip(&lg).map(|(a, b)| a - b).collect();
+        assert_eq!(
+            mech.run_from_logprobs(&r, Some(&lr), Some(&lg)).unwrap(),
+            mech.run(&r, Some(&lw)).unwrap()
+        );
+        assert_eq!(
+            mech.run_from_logprobs(&r, None, None).unwrap(),
+            mech.run(&r, None).unwrap()
+        );
+        for (a, b, missing) in [
+            (Some(&lr[..]), None, "log_gen"),
+            (None, Some(&lg[..]), "log_ref"),
+        ] {
+            let e = mech.run_from_logprobs(&r, a, b).unwrap_err();
+            assert!(e.to_string().starts_with(&format!("{missing}: ")), "{e}");
+        }
+        let e = mech
+            .run_from_logprobs(&r, Some(&lr[..2]), Some(&lg))
+            .unwrap_err();
+        assert!(e.to_string().starts_with("log_ref: "), "{e}");
     }
 
     #[test]

@@ -56,3 +56,103 @@ pub fn reward_from_token_logprobs(
         c_i,
     )
 }
+
+/// Eq. 11 for a whole reward matrix: `r_ij = τ_i (log π_i(y_j) - log π_ref(y_j)) + c_i` for `n`
+/// agents (rows of `log_pi`) and `M` candidates (entries of `log_ref`).
+///
+/// # Errors
+/// [`Error::Empty`] without agents; [`Error::LengthMismatch`] naming `tau_i`, `c` or `log_pi[i]`;
+/// [`Error::NonPositive`] naming `tau_i[i]`; [`Error::NonFinite`] naming `log_pi[i][j]`,
+/// `log_ref[j]` or `c[i]`.
+pub fn reward_rows(
+    tau_i: &[f64],
+    log_pi: &[Vec<f64>],
+    log_ref: &[f64],
+    c: &[f64],
+) -> Result<Vec<Vec<f64>>> {
+    let n = log_pi.len();
+    if n == 0 {
+        return Err(Error::Empty {
+            field: "log_pi".into(),
+        });
+    }
+    for (field, len) in [("tau_i", tau_i.len()), ("c", c.len())] {
+        if len != n {
+            return Err(Error::LengthMismatch {
+                field: field.into(),
+                expected: n,
+                got: len,
+            });
+        }
+    }
+    if let Some((j, &x)) = log_ref.iter().enumerate().find(|(_, x)| !x.is_finite()) {
+        return Err(Error::non_finite(format!("log_ref[{j}]"), x));
+    }
+    let mut rows = Vec::with_capacity(n);
+    for (i, row) in log_pi.iter().enumerate() {
+        if row.len() != log_ref.len() {
+            return Err(Error::LengthMismatch {
+                field: format!("log_pi[{i}]"),
+                expected: log_ref.len(),
+                got: row.len(),
+            });
+        }
+        let name = |e: Error| match e {
+            Error::NonPositive { value, .. } => Error::NonPositive {
+                field: format!("tau_i[{i}]"),
+                value,
+            },
+            Error::NonFinite { field, value } if field == "c_i" => {
+                Error::non_finite(format!("c[{i}]"), value)
+            }
+            other => other,
+        };
+        let mut out = Vec::with_capacity(row.len());
+        for (j, (&lp, &lr)) in row.iter().zip(log_ref).enumerate() {
+            if !lp.is_finite() {
+                return Err(Error::non_finite(format!("log_pi[{i}][{j}]"), lp));
+            }
+            out.push(reward_from_logprobs(tau_i[i], lp, lr, c[i]).map_err(name)?);
+        }
+        rows.push(out);
+    }
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reward_rows_is_eq_11_per_entry() {
+        let rows = reward_rows(
+            &[1.0, 0.5],
+            &[vec![-1.0, -2.0], vec![-3.0, -0.5]],
+            &[-1.5, -1.0],
+            &[0.0, 2.0],
+        )
+        .unwrap();
+        // By hand: τ_i (log π_i − log π_ref) + c_i.
+        assert_eq!(
+            rows,
+            vec![vec![0.5, -1.0], vec![0.5 * -1.5 + 2.0, 0.5 * 0.5 + 2.0]]
+        );
+    }
+
+    #[test]
+    fn reward_rows_errors_name_the_entry() {
+        let msg = |t: &[f64], p: &[Vec<f64>], r: &[f64], c: &[f64]| {
+            reward_rows(t, p, r, c).unwrap_err().to_string()
+        };
+        assert!(msg(&[1.0], &[vec![f64::NAN]], &[0.0], &[0.0]).starts_with("log_pi[0][0]: "));
+        assert!(msg(&[1.0], &[vec![0.0]], &[f64::INFINITY], &[0.0]).starts_with("log_ref[0]: "));
+        assert!(
+            msg(&[1.0, -1.0], &[vec![0.0], vec![0.0]], &[0.0], &[0.0, 0.0])
+                .starts_with("tau_i[1]: ")
+        );
+        assert!(msg(&[1.0], &[vec![0.0]], &[0.0], &[f64::NAN]).starts_with("c[0]: "));
+        assert!(msg(&[1.0], &[vec![0.0, 1.0]], &[0.0], &[0.0]).starts_with("log_pi[0]: "));
+        assert!(msg(&[1.0, 1.0], &[vec![0.0]], &[0.0], &[0.0]).starts_with("tau_i: "));
+        assert!(msg(&[], &[], &[0.0], &[]).starts_with("log_pi: "));
+    }
+}

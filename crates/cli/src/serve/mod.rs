@@ -1,5 +1,5 @@
 //! `llm-auction serve`: the auctions as an HTTP service (axum on tokio). Every local model runs on
-//! one engine thread shared by all auctions (`crate::models::Serving::Shared`), so concurrent
+//! one engine thread shared by all auctions (`llm_auction_engine::registry::Serving::Shared`), so concurrent
 //! auctions share its forward passes; each auction runs in a blocking task with a ticket that is
 //! cancelled when its client goes away or its deadline passes. The routes, limits and security
 //! rules are in docs/serve.md.
@@ -11,7 +11,7 @@ mod metrics;
 
 use crate::auction_cmd::EngineArgs;
 use crate::common::{ModelArgs, OnBackend, on_device};
-use crate::models::{ModelsArgs, Registry, Serving};
+use crate::models::{ModelsArgs, Registry, Serving, build_registry};
 use anyhow::{Context, Result, bail};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -222,7 +222,7 @@ pub(crate) async fn bind(
 /// Loads every entry (shared engines) into `state`.
 ///
 /// # Errors
-/// As [`Registry::build_with`].
+/// As [`build_registry`].
 pub(crate) fn load<B: KvBackend>(
     state: &AppState,
     args: &ModelsArgs,
@@ -234,7 +234,7 @@ where
     llm_auction_model::model::Model<B>: Send + Sync,
 {
     let roles = entries(args)?;
-    let registry = Registry::build_with::<B>(
+    let registry = build_registry::<B>(
         args,
         &roles,
         model,
