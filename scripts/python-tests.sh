@@ -43,8 +43,14 @@ echo "built $(basename "$wheel") ($(du -k "$wheel" | cut -f1) KiB) in $(( $(date
 "$VENV/bin/pip" install -q --force-reinstall --no-deps "$wheel"
 
 echo "== the CLI and the tiny model the tests compare against"
-cargo build -q -p llm-auction-cli --profile "$PROFILE"
-cargo run -q -p llm-auction-model --example tiny_model -- "$WORK/tiny.gguf" 2
+if [ "$PROFILE" = dev ]; then
+    # As `cargo test --workspace` builds them (same features), so after it (CI) this is a no-op.
+    cargo test --workspace --no-run -q
+else
+    cargo build -q --release -p llm-auction-cli
+fi
+"$BIN/examples/tiny_model" "$WORK/tiny.gguf" 2 2>/dev/null \
+    || cargo run -q -p llm-auction-model --example tiny_model -- "$WORK/tiny.gguf" 2
 
 echo "== pytest"
 export LLM_AUCTION_CLI="$PWD/$BIN/llm-auction" LLM_AUCTION_TINY="$WORK/tiny.gguf"

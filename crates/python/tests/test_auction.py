@@ -161,7 +161,11 @@ def test_mosaic_on_the_default_model_equals_the_cli(cli):
 
 
 def test_help_and_version():
+    import pydoc
+
     assert llm_auction.__version__
+    page = pydoc.render_doc(llm_auction.mechanism, renderer=pydoc.plaintext)
+    assert "mosaic(rewards" in page and "Eq. 8" in page and "Lemma 5.2" in page
     assert "Eq. 8" in llm_auction.mechanism.mosaic.__doc__
     assert "Eq. 11" in llm_auction.mechanism.rewards_from_logprobs.__doc__
     assert "Algorithm 2" in Auction.mosaic.__doc__
