@@ -44,13 +44,14 @@ echo "built $(basename "$wheel") ($(du -k "$wheel" | cut -f1) KiB) in $(( $(date
 
 echo "== the CLI and the tiny model the tests compare against"
 if [ "$PROFILE" = dev ]; then
-    # As `cargo test --workspace` builds them (same features), so after it (CI) this is a no-op.
+    # As `cargo test --workspace` builds them (same features, examples included), so after it
+    # (CI) this is a no-op and the example binary is fresh.
     cargo test --workspace --no-run -q
+    target/debug/examples/tiny_model "$WORK/tiny.gguf" 2
 else
     cargo build -q --release -p llm-auction-cli
+    cargo run -q -p llm-auction-model --example tiny_model -- "$WORK/tiny.gguf" 2
 fi
-"$BIN/examples/tiny_model" "$WORK/tiny.gguf" 2 2>/dev/null \
-    || cargo run -q -p llm-auction-model --example tiny_model -- "$WORK/tiny.gguf" 2
 
 echo "== pytest"
 export LLM_AUCTION_CLI="$PWD/$BIN/llm-auction" LLM_AUCTION_TINY="$WORK/tiny.gguf"
