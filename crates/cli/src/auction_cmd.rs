@@ -130,21 +130,29 @@ pub struct MosaicArgs {
     model: ModelArgs,
 }
 
-fn print_mosaic(r: &MosaicReport) {
-    println!("{}", r.reply.trim());
-    println!();
-    println!(
+fn print_mosaic(r: &MosaicReport) -> Result<()> {
+    outln!("{}", r.reply.trim());
+    outln!();
+    outln!(
         "{:<20} {:>10} {:>16} {:>10} {:>10}",
-        "advertiser", "reward", "expected reward", "payment", "utility"
+        "advertiser",
+        "reward",
+        "expected reward",
+        "payment",
+        "utility"
     );
     for a in &r.results {
-        println!(
+        outln!(
             "{:<20} {:>10.3} {:>16.3} {:>10.4} {:>10.3}",
-            a.name, a.reward, a.expected_reward, a.payment, a.utility
+            a.name,
+            a.reward,
+            a.expected_reward,
+            a.payment,
+            a.utility
         );
     }
-    println!("revenue: {:.4}", r.revenue);
-    println!(
+    outln!("revenue: {:.4}", r.revenue);
+    outln!(
         "candidate {} of {} (π = {:.3}); {:.1} s: generation {:.0} tok/s, scoring {:.0} tok/s",
         r.winner + 1,
         r.candidates.len(),
@@ -153,6 +161,7 @@ fn print_mosaic(r: &MosaicReport) {
         r.timings.generation_tokens_per_second,
         r.timings.scoring_tokens_per_second,
     );
+    Ok(())
 }
 
 /// Runs `mosaic`.
@@ -214,7 +223,11 @@ pub fn mosaic(args: MosaicArgs, quiet: bool) -> Result<()> {
                     .map(|e| registry.get(e))
                     .collect::<Result<_, _>>()?,
             };
-            let gen_bar = bar((a.m * a.max_new_tokens) as u64, "generating", quiet);
+            let gen_bar = bar(
+                a.m.saturating_mul(a.max_new_tokens) as u64,
+                "generating",
+                quiet,
+            );
             let score_bar = bar(1, "scoring", quiet);
             let report =
                 run_mosaic(
@@ -235,9 +248,9 @@ pub fn mosaic(args: MosaicArgs, quiet: bool) -> Result<()> {
             gen_bar.finish_and_clear();
             score_bar.finish_and_clear();
             if a.json {
-                println!("{}", serde_json::to_string(&report)?);
+                outln!("{}", serde_json::to_string(&report)?);
             } else {
-                print_mosaic(&report);
+                print_mosaic(&report)?;
             }
             Ok(())
         }
@@ -306,21 +319,28 @@ pub struct TokenAuctionArgs {
     model: ModelArgs,
 }
 
-fn print_token(r: &TokenAuctionReport) {
-    println!("{}", r.text.trim());
-    println!();
-    println!(
+fn print_token(r: &TokenAuctionReport) -> Result<()> {
+    outln!("{}", r.text.trim());
+    outln!();
+    outln!(
         "{:<20} {:>8} {:>12} {:>8}",
-        "agent", "bid", "total paid", "tokens won"
+        "agent",
+        "bid",
+        "total paid",
+        "tokens won"
     );
     for (i, a) in r.agents.iter().enumerate() {
         let won = r.steps.iter().filter(|s| s.winner == Some(i)).count();
-        println!(
+        outln!(
             "{:<20} {:>8.3} {:>12.4} {:>8}",
-            a.name, a.bid, r.total_payments[i], won
+            a.name,
+            a.bid,
+            r.total_payments[i],
+            won
         );
     }
-    println!("{} tokens in {:.1} s", r.steps.len(), r.seconds);
+    outln!("{} tokens in {:.1} s", r.steps.len(), r.seconds);
+    Ok(())
 }
 
 /// Runs `token-auction`.
@@ -391,22 +411,25 @@ pub fn token_auction(args: TokenAuctionArgs, quiet: bool) -> Result<()> {
                 )?;
                 pb.finish_and_clear();
                 if a.json {
-                    println!("{}", serde_json::to_string(&rows)?);
+                    outln!("{}", serde_json::to_string(&rows)?);
                 } else {
                     for (agg, rows) in &rows {
-                        println!(
+                        outln!(
                             "## {agg:?} aggregation (bids λ for {}, 1 − λ for {})",
-                            agents[0].name, agents[1].name
+                            agents[0].name,
+                            agents[1].name
                         );
-                        println!("{:>6}  {:>10} {:>10}  text", "λ", "paid 1", "paid 2");
+                        outln!("{:>6}  {:>10} {:>10}  text", "λ", "paid 1", "paid 2");
                         for r in rows {
                             let text = r.report.text.trim().replace('\n', " ");
-                            println!(
+                            outln!(
                                 "{:>6.2}  {:>10.4} {:>10.4}  {text}",
-                                r.lambda, r.report.total_payments[0], r.report.total_payments[1]
+                                r.lambda,
+                                r.report.total_payments[0],
+                                r.report.total_payments[1]
                             );
                         }
-                        println!();
+                        outln!();
                     }
                 }
                 return Ok(());
@@ -417,9 +440,9 @@ pub fn token_auction(args: TokenAuctionArgs, quiet: bool) -> Result<()> {
             })?;
             pb.finish_and_clear();
             if a.json {
-                println!("{}", serde_json::to_string(&report)?);
+                outln!("{}", serde_json::to_string(&report)?);
             } else {
-                print_token(&report);
+                print_token(&report)?;
             }
             Ok(())
         }

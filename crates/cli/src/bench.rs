@@ -171,20 +171,26 @@ pub fn bench_model(args: BenchModelArgs, quiet: bool) -> Result<()> {
             )?;
             if args.json {
                 let v = serde_json::json!({ "backend": backend, "threads": threads, "model": model.path(), "results": results });
-                println!("{v}");
+                outln!("{v}");
             } else {
-                println!(
+                outln!(
                     "model {} on {backend} ({threads} threads)",
                     model.path().display()
                 );
-                println!(
+                outln!(
                     "{:<18} {:>8} {:>12} {:>10}",
-                    "workload", "tokens", "median s", "tok/s"
+                    "workload",
+                    "tokens",
+                    "median s",
+                    "tok/s"
                 );
                 for r in &results {
-                    println!(
+                    outln!(
                         "{:<18} {:>8} {:>12.4} {:>10.1}",
-                        r.workload, r.tokens, r.median_seconds, r.tokens_per_second
+                        r.workload,
+                        r.tokens,
+                        r.median_seconds,
+                        r.tokens_per_second
                     );
                 }
             }
@@ -312,21 +318,26 @@ pub fn bench_engine(args: BenchEngineArgs, quiet: bool) -> Result<()> {
                     "scheduled_flops": flops, "gemm_peak_gflops": peak,
                     "seconds_at_peak": bound, "scheduled_over_bound": bound.map(|b| t_sched / b),
                 });
-                println!("{v}");
+                outln!("{v}");
             } else {
-                println!(
+                outln!(
                     "MOSAIC auction, M = {}, 2 advertisers, up to {} new tokens ({} generated)",
-                    a.m, a.max_new_tokens, generated
+                    a.m,
+                    a.max_new_tokens,
+                    generated
                 );
-                println!(
+                outln!(
                     "{:<12} {:>10} {:>16} {:>16}",
-                    "execution", "seconds", "generation tok/s", "scoring tok/s"
+                    "execution",
+                    "seconds",
+                    "generation tok/s",
+                    "scoring tok/s"
                 );
                 for (name, t, r) in [
                     ("scheduled", t_sched, &sched),
                     (other_name.as_str(), t_naive, &naive),
                 ] {
-                    println!(
+                    outln!(
                         "{:<12} {:>10.2} {:>16.1} {:>16.1}",
                         name,
                         t,
@@ -334,26 +345,26 @@ pub fn bench_engine(args: BenchEngineArgs, quiet: bool) -> Result<()> {
                         r.timings.scoring_tokens_per_second
                     );
                 }
-                println!("{other_name} / scheduled: {:.2}x", t_naive / t_sched);
+                outln!("{other_name} / scheduled: {:.2}x", t_naive / t_sched);
                 match (peak, bound) {
-                    (Some(p), Some(b)) => println!(
+                    (Some(p), Some(b)) => outln!(
                         "scheduled auction: {:.1} GFLOP of forward passes; at the measured GEMM peak of {p:.1} GFLOP/s that is {b:.2} s, the run took {:.2}x that",
                         flops as f64 / 1e9,
                         t_sched / b
                     ),
-                    _ => println!(
+                    _ => outln!(
                         "scheduled auction: {:.1} GFLOP of forward passes",
                         flops as f64 / 1e9
                     ),
                 }
-                println!(
+                outln!(
                     "engine: {} passes, {} tokens computed, {} KV blocks reused from the prefix cache, {} preemptions",
                     sched.engine.passes,
                     sched.engine.tokens,
                     sched.engine.cache_hit_blocks,
                     sched.engine.preemptions
                 );
-                println!(
+                outln!(
                     "same candidates in both runs: {same}/{}; largest payment difference {max_dp:.2e}",
                     a.m
                 );

@@ -126,7 +126,7 @@ pub fn run(cmd: ExperimentCommand, quiet: bool) -> Result<()> {
         }
         ExperimentCommand::Plot(a) => {
             let summary = crate::plot::plot(&a.dir)?;
-            println!("{}", crate::plot::markdown(&summary));
+            outln!("{}", crate::plot::markdown(&summary));
             eprintln!("figures in {}", a.dir.join("figures").display());
             Ok(())
         }
@@ -314,7 +314,7 @@ impl OnBackend for SweepCmd {
         std::fs::create_dir_all(&a.out)?;
         let path = a.out.join("token-auction-demo.md");
         write_atomic(&path, md.as_bytes())?;
-        println!("{md}");
+        outln!("{md}");
         eprintln!("written to {}", path.display());
         Ok(())
     }

@@ -3,6 +3,18 @@
 //! Every failure is printed as one line on stderr and exits with status 1 (2 for usage errors, as
 //! clap does).
 
+/// `println!` for the command's output on stdout: a write error (a closed pipe, a full disk) returns
+/// it from the enclosing function as an `anyhow::Error`, where `println!` would panic. `main` ends
+/// quietly on a broken pipe, as Unix tools do (`llm-auction ... | head`).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
+            return Err(e.into());
+        }
+    }};
+}
+
 mod auction_cmd;
 mod bench;
 mod common;
@@ -87,8 +99,13 @@ fn main() -> ExitCode {
         Command::Bench(BenchCommand::Serve(args)) => serve::bench::bench_serve(args),
         Command::Serve(args) => serve::serve(args),
     };
+    let result = result.and_then(|()| {
+        use std::io::Write as _;
+        std::io::stdout().flush().map_err(anyhow::Error::from)
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             // One line: the error and its causes, joined.
             let msg = e
@@ -100,4 +117,12 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Whether `e` is (or was caused by) a write to a pipe whose reader has gone.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }

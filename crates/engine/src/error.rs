@@ -96,3 +96,9 @@ pub enum EngineError {
         message: String,
     },
 }
+
+impl From<llm_auction_model::chat::ChatError> for EngineError {
+    fn from(e: llm_auction_model::chat::ChatError) -> Self {
+        EngineError::Model(e.into())
+    }
+}

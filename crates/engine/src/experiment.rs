@@ -273,16 +273,11 @@ pub fn estimate_z(
     let mut sessions = Sessions::open(&roles)?;
     let (ref_s, adv_s) = (sessions.of(0), sessions.of(1));
     let ref_ids = reference
-        .chat_turn(DEFAULT_SYSTEM_PROMPT, &inst.query)
-        .and_then(|p| reference.encode(&p))
+        .chat_turn_ids(DEFAULT_SYSTEM_PROMPT, &inst.query)
         .map_err(sessions.err(ref_s))?;
     let adv_ids: Vec<Vec<u32>> = ads
         .iter()
-        .map(|a| {
-            adv_model
-                .chat_turn(&crate::mosaic::advertiser_system_prompt(a), &inst.query)
-                .and_then(|p| adv_model.encode(&p))
-        })
+        .map(|a| adv_model.chat_turn_ids(&crate::mosaic::advertiser_system_prompt(a), &inst.query))
         .collect::<Result<_>>()
         .map_err(sessions.err(adv_s))?;
     let mut seeds = rng_from_seed(0x5EED_0000 + inst.id as u64);
@@ -508,6 +503,31 @@ fn io_err(path: &Path, e: std::io::Error) -> EngineError {
     }
 }
 
+/// Whether a CSV file holds a line after its header.
+fn has_rows(path: &Path) -> Result<bool> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(text.lines().skip(1).any(|l| !l.is_empty())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(io_err(path, e)),
+    }
+}
+
+/// Drops a torn last line (no final newline: a crash mid-write), so that the next append starts on
+/// a line of its own and readers see only whole rows.
+fn drop_torn_tail(path: &Path) -> Result<()> {
+    let text = match std::fs::read(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_err(path, e)),
+    };
+    if text.is_empty() || text.ends_with(b"\n") {
+        return Ok(());
+    }
+    let keep = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    tracing::warn!(path = %path.display(), bytes = text.len() - keep, "dropping a torn last line");
+    write_atomic(path, &text[..keep])
+}
+
 fn append_line(path: &Path, line: &str) -> Result<()> {
     let mut f = OpenOptions::new()
         .create(true)
@@ -530,7 +550,10 @@ impl Store {
         let cfg_text = serde_json::to_string_pretty(cfg)
             .map_err(|e| io_err(&cfg_path, std::io::Error::other(e)))?;
         let results = dir.join("results.csv");
-        if results.exists() && !resume {
+        for file in ["results.csv", "logz.csv", "done.csv"] {
+            drop_torn_tail(&dir.join(file))?;
+        }
+        if has_rows(&results)? && !resume {
             return Err(EngineError::Auction {
                 field: "out",
                 message: format!(
@@ -572,7 +595,19 @@ impl Store {
                 BufReader::new(f)
                     .read_line(&mut first)
                     .map_err(|e| io_err(&path, e))?;
-                if !first.is_empty() && first.trim_end() != header {
+                let columns = |l: &str| l.trim_end().split(',').count();
+                // A data row starts with a query id; a header of another version with a name.
+                let is_row = first
+                    .split(',')
+                    .next()
+                    .is_some_and(|f| f.parse::<u64>().is_ok())
+                    && columns(&first) == columns(header);
+                if first.trim_end() != header && is_row {
+                    // Rows without their header (written after a crash left an empty file): repair.
+                    tracing::warn!(path = %path.display(), "restoring the missing CSV header");
+                    let text = std::fs::read_to_string(&path).map_err(|e| io_err(&path, e))?;
+                    write_atomic(&path, format!("{header}\n{text}").as_bytes())?;
+                } else if !first.is_empty() && first.trim_end() != header {
                     return Err(EngineError::Auction {
                         field: "out",
                         message: format!(
@@ -581,6 +616,18 @@ impl Store {
                         ),
                     });
                 }
+            }
+        }
+        // Each CSV file is created holding its header, atomically: a crash or a full disk never
+        // leaves one empty or headerless.
+        for (file, header) in [
+            ("results.csv", CSV_HEADER),
+            ("logz.csv", LOGZ_HEADER.trim_end()),
+        ] {
+            let path = dir.join(file);
+            let empty = std::fs::metadata(&path).map_or(true, |m| m.len() == 0);
+            if empty {
+                write_atomic(&path, format!("{header}\n").as_bytes())?;
             }
         }
         write_atomic(&cfg_path, cfg_text.as_bytes())?;
@@ -780,7 +827,12 @@ pub fn read_rows(path: &Path) -> Result<Vec<Row>> {
         message: format!("{}: {m}", path.display()),
     };
     let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
-    let mut lines = text.lines();
+    // A torn last line (a crash mid-write, before the store repaired it) is not a row.
+    let whole = match text.rfind('\n') {
+        Some(i) if !text.ends_with('\n') => &text[..=i],
+        _ => text.as_str(),
+    };
+    let mut lines = whole.lines();
     if lines.next() != Some(CSV_HEADER) {
         return Err(bad("unexpected header".into()));
     }

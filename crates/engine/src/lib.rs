@@ -21,6 +21,7 @@ pub mod block;
 pub mod engine;
 pub mod error;
 pub mod experiment;
+pub mod limits;
 pub mod lm;
 pub mod models_file;
 pub mod mosaic;

@@ -25,6 +25,7 @@
 
 use crate::engine::StepStats;
 use crate::error::{EngineError, Result};
+use crate::limits;
 use crate::lm::{LanguageModel, Sample, SessionCounters, reply_text};
 use crate::request::{GenerateSpec, ScoreSpec};
 use crate::roles::{RoleModel, Sessions};
@@ -278,7 +279,8 @@ pub fn generator_system_prompt(ads: &[Advertiser]) -> String {
 ///
 /// # Errors
 /// [`EngineError::Auction`] naming the field: an empty query, no advertisers, `M = 0`, `τ <= 0`,
-/// `τ_i` of the wrong length or not positive, bad sampling parameters.
+/// `τ_i` of the wrong length or not positive, bad sampling parameters, a size above its
+/// [`limits`].
 pub fn check_input(cfg: &MosaicConfig, query: &str, ads: &[Advertiser]) -> Result<Vec<f64>> {
     let bad = |field, message: String| Err(EngineError::Auction { field, message });
     if query.trim().is_empty() {
@@ -299,6 +301,9 @@ pub fn check_input(cfg: &MosaicConfig, query: &str, ads: &[Advertiser]) -> Resul
     if cfg.max_new_tokens == 0 {
         return bad("max_new_tokens", "must be at least 1".into());
     }
+    limits::check("M", cfg.m, limits::MAX_CANDIDATES)?;
+    limits::check("advertiser", ads.len(), limits::MAX_ADVERTISERS)?;
+    limits::check("max_new_tokens", cfg.max_new_tokens, limits::MAX_NEW_TOKENS)?;
     let tau_i = if cfg.tau_i.is_empty() {
         vec![1.0; ads.len()]
     } else {
@@ -442,23 +447,27 @@ pub fn run_mosaic(
             })
             .collect::<Result<_>>()?,
     };
+    // The ids encode the query and the advertisers' texts as plain text (no forged turns); the
+    // strings above are the same prompts for the report.
     let ref_ids = models
         .reference
-        .encode(&prompts.reference)
+        .chat_turn_ids(DEFAULT_SYSTEM_PROMPT, query)
         .map_err(sessions.err(ref_s))?;
     let gen_ids = match cfg.generator {
         Generator::ContextAware => models
             .generator
-            .encode(&prompts.generator)
+            .chat_turn_ids(&generator_system_prompt(ads), query)
             .map_err(sessions.err(gen_s))?,
         Generator::Reference => ref_ids.clone(),
     };
-    let adv_ids: Vec<Vec<u32>> = prompts
-        .advertisers
+    let adv_ids: Vec<Vec<u32>> = ads
         .iter()
         .zip(&models.advertisers)
         .zip(&adv_s)
-        .map(|((p, m), &s)| m.encode(p).map_err(sessions.err(s)))
+        .map(|((a, m), &s)| {
+            m.chat_turn_ids(&advertiser_system_prompt(a), query)
+                .map_err(sessions.err(s))
+        })
         .collect::<Result<_>>()?;
     let eos = sampler.info().eos_ids.clone();
 
@@ -505,7 +514,7 @@ pub fn run_mosaic(
     // 1. Candidates (and the piped scorings).
     let t_gen = Instant::now();
     let tokens_at_start = sessions.counters().tokens;
-    let most = cfg.m * cfg.max_new_tokens;
+    let most = cfg.m.saturating_mul(cfg.max_new_tokens);
     let mut generated = 0usize;
     // Both callbacks report progress (never at the same time): share it through a cell.
     let progress = std::cell::RefCell::new(progress);

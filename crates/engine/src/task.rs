@@ -89,7 +89,7 @@ pub fn build(req: Request, vocab: usize) -> Result<Built> {
         Request::Generate(g) => {
             g.params.validate()?;
             check_tokens("prompt", &g.prompt, vocab)?;
-            let len = g.prompt.len() + g.max_new_tokens;
+            let len = g.prompt.len().saturating_add(g.max_new_tokens);
             let task = GenerateTask {
                 params: g.params,
                 max_new: g.max_new_tokens,
@@ -130,7 +130,7 @@ pub fn build(req: Request, vocab: usize) -> Result<Built> {
             let lens = j
                 .prompts
                 .iter()
-                .map(|p| p.len() + j.max_new_tokens)
+                .map(|p| p.len().saturating_add(j.max_new_tokens))
                 .collect();
             let seqs = j.prompts.into_iter().map(Seq::new).collect();
             let task = JointTask {

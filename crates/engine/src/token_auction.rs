@@ -9,6 +9,7 @@
 
 use crate::engine::StepStats;
 use crate::error::{EngineError, Result};
+use crate::limits;
 use crate::lm::{LanguageModel, joint};
 use crate::request::{JointDecider, JointOutput, JointSpec};
 use crate::roles::{RoleModel, Sessions};
@@ -275,6 +276,8 @@ fn prepare(
             message: "must be at least 1".into(),
         });
     }
+    limits::check("agent", agents.len(), limits::MAX_AGENTS)?;
+    limits::check("max_new_tokens", cfg.max_new_tokens, limits::MAX_NEW_TOKENS)?;
     let bids = Bids::new(agents.iter().map(|a| a.bid).collect())?;
     let rule = TokenAuction::new(cfg.aggregation, cfg.payment);
     rule.validate(models[0].info().vocab_size)?;
@@ -283,10 +286,12 @@ fn prepare(
         .zip(models)
         .map(|(a, m)| m.chat_turn(&a.system(), query))
         .collect::<Result<_>>()?;
-    let ids = prompts
+    // The ids encode the query and the agents' texts as plain text (no forged turns); the strings
+    // are the same prompts for the report.
+    let ids = agents
         .iter()
         .zip(models)
-        .map(|(p, m)| m.encode(p))
+        .map(|(a, m)| m.chat_turn_ids(&a.system(), query))
         .collect::<Result<Vec<_>>>()?;
     let log: StepLog = Arc::new(Mutex::new(Vec::new()));
     let decider = AuctionDecider {
@@ -472,6 +477,7 @@ pub fn lambda_sweep(
             message: "needs exactly two agents and K >= 2".into(),
         });
     }
+    limits::check("lambda-sweep", k, limits::MAX_SWEEP_POINTS)?;
     let start = Instant::now();
     let (mut sessions, of) = open_sessions(models, agents)?;
     if sessions.len() > 1 {
@@ -500,7 +506,7 @@ pub fn lambda_sweep(
             jobs.push((aggregation, lambda, p));
         }
     }
-    let total = jobs.len() * sweep.max_new_tokens;
+    let total = jobs.len().saturating_mul(sweep.max_new_tokens);
     let mut done = 0;
     let outs = decode_all(&mut sessions, &of, specs, &mut |s: &StepStats| {
         done += s.sampled;

@@ -170,6 +170,66 @@ fn store_resumes_without_losing_or_duplicating_instances() {
 }
 
 #[test]
+fn a_crash_or_a_full_disk_leaves_a_usable_run() {
+    // Regressions: a full disk left a 0-byte results.csv, after which the resume wrote rows without
+    // a header that neither `plot` nor a further resume accepted; a torn last line (a crash
+    // mid-write) made `plot` fail and the next append continue that line.
+    let c = cfg();
+    let header_of = |p: &std::path::Path| {
+        std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    // 1. An empty results.csv and logz.csv: the resume writes the headers first.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("results.csv"), "").unwrap();
+    std::fs::write(dir.path().join("logz.csv"), "").unwrap();
+    let mut s = Store::open(dir.path(), &c, true).unwrap();
+    s.put_instance(1, 0, Generator::Reference, &[row(1, 0)])
+        .unwrap();
+    let results = dir.path().join("results.csv");
+    assert_eq!(read_rows(&results).unwrap(), vec![row(1, 0)]);
+    assert!(header_of(&dir.path().join("logz.csv")).starts_with("query_id,log_z"));
+    // 2. Rows written without a header by an earlier version: the header is restored.
+    let text = std::fs::read_to_string(&results).unwrap();
+    let body: String = text.lines().skip(1).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&results, &body).unwrap();
+    assert!(read_rows(&results).is_err());
+    let s = Store::open(dir.path(), &c, true).unwrap();
+    assert!(s.is_done(1, 0, Generator::Reference));
+    assert_eq!(read_rows(&results).unwrap(), vec![row(1, 0)]);
+    // 3. A torn last line in results.csv and done.csv: readers skip it, the store drops it, and
+    //    the next instance is appended on lines of its own.
+    let mut torn = std::fs::read_to_string(&results).unwrap();
+    torn.push_str("2,0,refer");
+    std::fs::write(&results, &torn).unwrap();
+    assert_eq!(
+        read_rows(&results).unwrap(),
+        vec![row(1, 0)],
+        "plot reads the whole rows"
+    );
+    let done = dir.path().join("done.csv");
+    let mut d = std::fs::read_to_string(&done).unwrap();
+    d.push_str("2,0,ref");
+    std::fs::write(&done, d).unwrap();
+    let mut s = Store::open(dir.path(), &c, true).unwrap();
+    assert!(!s.is_done(2, 0, Generator::Reference));
+    s.put_instance(2, 0, Generator::Reference, &[row(2, 0)])
+        .unwrap();
+    assert_eq!(read_rows(&results).unwrap(), vec![row(1, 0), row(2, 0)]);
+    let s = Store::open(dir.path(), &c, true).unwrap();
+    assert!(s.is_done(1, 0, Generator::Reference) && s.is_done(2, 0, Generator::Reference));
+    assert_eq!(s.done_count(), 2);
+    // 4. A fresh run with only headers on disk (it crashed before any row) may start again.
+    let fresh = tempfile::tempdir().unwrap();
+    drop(Store::open(fresh.path(), &c, false).unwrap());
+    assert!(Store::open(fresh.path(), &c, false).is_ok());
+}
+
+#[test]
 fn a_run_directory_of_another_format_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(

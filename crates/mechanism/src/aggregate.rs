@@ -73,9 +73,18 @@ impl Bids {
     }
 
     /// Normalised weights `w_i = b_i / Σ_j b_j` (§1.5).
+    ///
+    /// When `Σ b` overflows (bids near `f64::MAX`), the bids are first divided by the largest one,
+    /// so the weights stay exact ratios.
     pub fn weights(&self) -> Vec<f64> {
         let total: f64 = self.0.iter().sum();
-        self.0.iter().map(|b| b / total).collect()
+        if total.is_finite() {
+            return self.0.iter().map(|b| b / total).collect();
+        }
+        let max = self.0.iter().copied().fold(0.0, f64::max);
+        let scaled: Vec<f64> = self.0.iter().map(|b| b / max).collect();
+        let total: f64 = scaled.iter().sum();
+        scaled.iter().map(|b| b / total).collect()
     }
 
     /// The same bids with agent `i`'s bid replaced by `b` (for threshold and monotonicity checks).
@@ -237,6 +246,18 @@ fn from_scores(scores: &[f64]) -> Result<Distribution> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn weights_of_bids_near_f64_max() {
+        // Regression: [1e308, 1e308] gave a null linear aggregate and [0.5, 0.5] log-linear.
+        let w = Bids::new(vec![1e308, 1e308]).unwrap().weights();
+        assert_eq!(w, vec![0.5, 0.5]);
+        let w = Bids::new(vec![f64::MAX, f64::MAX / 3.0]).unwrap().weights();
+        assert!(
+            (w[0] - 0.75).abs() < 1e-15 && (w[1] - 0.25).abs() < 1e-15,
+            "{w:?}"
+        );
+    }
+
     use super::*;
 
     fn d(p: &[f64]) -> Distribution {

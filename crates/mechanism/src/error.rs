@@ -92,6 +92,14 @@ pub enum Error {
         /// Why the sampler cannot be used.
         reason: &'static str,
     },
+    /// Finite inputs whose result does not fit in an f64 (e.g. rewards of 1e300 over `τ = 1e-10`).
+    #[error("{field}: {detail}")]
+    Overflow {
+        /// The input to scale, e.g. `rewards`.
+        field: String,
+        /// What overflowed.
+        detail: String,
+    },
     /// Only one of the two log-probability vectors of the importance weights was given.
     #[error("{field}: importance weights need both log_ref and log_gen, or neither")]
     IncompleteImportanceWeights {

@@ -31,6 +31,8 @@
 pub mod aggregate;
 pub mod dist;
 pub mod error;
+#[cfg(feature = "json")]
+pub mod json;
 pub mod logspace;
 pub mod metrics;
 pub mod mosaic;

@@ -13,6 +13,98 @@ use minijinja::{Environment, Error as JinjaError, ErrorKind, context};
 /// The name under which the template is registered in the environment.
 const TEMPLATE_NAME: &str = "chat_template";
 
+/// Instructions one rendering may execute (minijinja fuel). A chat template of a few messages
+/// takes a few thousand; a template with runaway nested loops stops here with an error.
+pub const RENDER_FUEL: u64 = 2_000_000;
+
+/// Nesting depth of template calls, loops and includes.
+pub const RENDER_RECURSION: usize = 64;
+
+/// Bytes one rendering may write: a prompt beyond this cannot fit any context.
+pub const RENDER_MAX_BYTES: usize = 4 << 20;
+
+/// The text rendered in place of the system message by [`ChatTemplate::render`] callers that encode
+/// the user-supplied parts on their own (see [`split_turn`]); private-use code points, so no
+/// template writes them by itself.
+pub const SYSTEM_MARK: &str = "\u{E000}llm-auction:system\u{E001}";
+
+/// As [`SYSTEM_MARK`], for the user message.
+pub const USER_MARK: &str = "\u{E000}llm-auction:user\u{E001}";
+
+/// A piece of a chat turn rendered with [`SYSTEM_MARK`] and [`USER_MARK`] as the messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TurnPiece<'a> {
+    /// The template's own markup: its control tokens are meant (encode with special tokens).
+    Markup(&'a str),
+    /// Where the system message goes (user-supplied: encode as plain text).
+    System,
+    /// Where the user message goes (user-supplied: encode as plain text).
+    User,
+}
+
+/// Splits a turn rendered with the marks into markup and message pieces, so that only the
+/// template's markup can make control tokens: a query holding `<|im_end|>` stays text.
+///
+/// # Errors
+/// [`ChatError::Render`] when the template did not write the user message verbatim (it changed
+/// or dropped it), so no prompt with the user's text could be built.
+pub fn split_turn(rendered: &str) -> Result<Vec<TurnPiece<'_>>, ChatError> {
+    let mut pieces = Vec::new();
+    let mut rest = rendered;
+    let mut users = 0;
+    loop {
+        let next = [
+            (SYSTEM_MARK, TurnPiece::System),
+            (USER_MARK, TurnPiece::User),
+        ]
+        .into_iter()
+        .filter_map(|(mark, piece)| rest.find(mark).map(|at| (at, mark, piece)))
+        .min_by_key(|&(at, ..)| at);
+        let Some((at, mark, piece)) = next else {
+            break;
+        };
+        if at > 0 {
+            pieces.push(TurnPiece::Markup(&rest[..at]));
+        }
+        users += usize::from(piece == TurnPiece::User);
+        pieces.push(piece);
+        rest = &rest[at + mark.len()..];
+    }
+    if !rest.is_empty() {
+        pieces.push(TurnPiece::Markup(rest));
+    }
+    if users == 0 {
+        return Err(ChatError::Render {
+            message: "the chat template does not write the user message verbatim".into(),
+        });
+    }
+    Ok(pieces)
+}
+
+/// The token ids of one chat turn whose `system` and `user` texts are encoded by `plain` (no
+/// special-token parsing) and whose markup (from `rendered`, a turn rendered with the marks) by
+/// `markup`.
+///
+/// # Errors
+/// As [`split_turn`] (converted into `E`), and the encoders' errors.
+pub fn encode_turn<E: From<ChatError>>(
+    rendered: &str,
+    system: &str,
+    user: &str,
+    mut markup: impl FnMut(&str) -> Result<Vec<u32>, E>,
+    mut plain: impl FnMut(&str) -> Result<Vec<u32>, E>,
+) -> Result<Vec<u32>, E> {
+    let mut ids = Vec::new();
+    for piece in split_turn(rendered)? {
+        match piece {
+            TurnPiece::Markup(text) => ids.extend(markup(text)?),
+            TurnPiece::System => ids.extend(plain(system)?),
+            TurnPiece::User => ids.extend(plain(user)?),
+        }
+    }
+    Ok(ids)
+}
+
 /// Errors raised while loading, compiling or rendering a chat template.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -100,6 +192,8 @@ impl ChatTemplate {
         env.set_lstrip_blocks(true);
         env.set_keep_trailing_newline(false);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.set_fuel(Some(RENDER_FUEL));
+        env.set_recursion_limit(RENDER_RECURSION);
         env.add_function("raise_exception", raise_exception);
         env.add_template_owned(TEMPLATE_NAME, source.to_string())
             .map_err(|e| ChatError::Template {
@@ -126,14 +220,40 @@ impl ChatTemplate {
             .env
             .get_template(TEMPLATE_NAME)
             .map_err(|e| render_error(&e))?;
+        let mut out = Bounded(Vec::new());
         template
-            .render(context! {
-                messages => messages,
-                add_generation_prompt => add_generation_prompt,
-                bos_token => bos_token,
-                eos_token => eos_token,
-            })
-            .map_err(|e| render_error(&e))
+            .render_captured_to(
+                context! {
+                    messages => messages,
+                    add_generation_prompt => add_generation_prompt,
+                    bos_token => bos_token,
+                    eos_token => eos_token,
+                },
+                &mut out,
+            )
+            .map_err(|e| render_error(&e))?;
+        String::from_utf8(out.0).map_err(|_| ChatError::Render {
+            message: "the template wrote invalid UTF-8".into(),
+        })
+    }
+}
+
+/// A buffer that refuses to grow past [`RENDER_MAX_BYTES`].
+struct Bounded(Vec<u8>);
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + buf.len() > RENDER_MAX_BYTES {
+            return Err(std::io::Error::other(format!(
+                "the rendered prompt exceeds {RENDER_MAX_BYTES} bytes"
+            )));
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -147,9 +267,16 @@ fn render_error(err: &JinjaError) -> ChatError {
         }
         source = current.source();
     }
-    ChatError::Render {
-        message: err.to_string(),
-    }
+    let message = match err.kind() {
+        ErrorKind::OutOfFuel => {
+            format!("the chat template took more than {RENDER_FUEL} steps (a runaway loop?)")
+        }
+        ErrorKind::WriteFailure => {
+            std::error::Error::source(err).map_or_else(|| err.to_string(), |s| s.to_string())
+        }
+        _ => err.to_string(),
+    };
+    ChatError::Render { message }
 }
 
 /// `(chat_template, bos_token, eos_token)` as read by [`from_tokenizer_config`].

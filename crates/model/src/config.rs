@@ -70,6 +70,28 @@ fn default_max_pos() -> usize {
     2048
 }
 
+/// The end-of-sequence ids of a `config.json` or `generation_config.json` `eos_token_id` field:
+/// absent, null, one integer or a list of integers, each fitting in `u32` (checked against the
+/// vocabulary by [`LlamaConfig::validate`]).
+///
+/// # Errors
+/// A one-line message naming `eos_token_id`.
+pub fn eos_ids(value: Option<&serde_json::Value>) -> std::result::Result<Vec<u32>, String> {
+    use serde_json::Value;
+    let id = |x: &Value| x.as_u64().and_then(|x| u32::try_from(x).ok());
+    match value {
+        None | Some(Value::Null) => Ok(vec![]),
+        Some(Value::Array(v)) => v
+            .iter()
+            .map(id)
+            .collect::<Option<Vec<u32>>>()
+            .ok_or_else(|| format!("eos_token_id {value:?} must hold integers below 2^32")),
+        Some(other) => id(other)
+            .map(|i| vec![i])
+            .ok_or_else(|| format!("eos_token_id {other} is not an integer below 2^32")),
+    }
+}
+
 impl LlamaConfig {
     /// Reads and validates a Hugging Face `config.json`.
     ///
@@ -109,22 +131,7 @@ impl LlamaConfig {
         {
             return Err(bad(format!("rope_scaling {rs} is not supported")));
         }
-        let eos_token_ids = match &c.eos_token_id {
-            None | Some(serde_json::Value::Null) => vec![],
-            Some(serde_json::Value::Number(n)) => {
-                vec![
-                    n.as_u64()
-                        .and_then(|x| u32::try_from(x).ok())
-                        .ok_or_else(|| bad("eos_token_id".into()))?,
-                ]
-            }
-            Some(serde_json::Value::Array(v)) => v
-                .iter()
-                .map(|x| x.as_u64().and_then(|x| u32::try_from(x).ok()))
-                .collect::<Option<Vec<u32>>>()
-                .ok_or_else(|| bad("eos_token_id must be integers".into()))?,
-            Some(other) => return Err(bad(format!("eos_token_id {other} is not an integer"))),
-        };
+        let eos_token_ids = eos_ids(c.eos_token_id.as_ref()).map_err(bad)?;
         let num_heads = c.num_attention_heads;
         let head_dim = c
             .head_dim
@@ -195,6 +202,46 @@ impl LlamaConfig {
         }
         if self.vocab_size > u32::MAX as usize || self.max_position > u32::MAX as usize {
             return Err(bad("vocab_size and max_position must fit in u32".into()));
+        }
+        // Every derived size (the largest is the embedding, vocab x hidden) must fit in memory's
+        // address space; the tensors' own sizes are checked against the file when they load.
+        let products = [
+            (
+                "vocab_size x hidden_size",
+                self.vocab_size.checked_mul(self.hidden_size),
+            ),
+            (
+                "num_heads x head_dim",
+                self.num_heads.checked_mul(self.head_dim),
+            ),
+            (
+                "intermediate_size x hidden_size",
+                self.intermediate_size.checked_mul(self.hidden_size),
+            ),
+            ("num_layers x 9 tensors", self.num_layers.checked_mul(9)),
+        ];
+        for (name, p) in products {
+            if p.is_none_or(|p| p > isize::MAX as usize / 4) {
+                return Err(bad(format!("{name} is too large")));
+            }
+        }
+        if let Some(b) = self.bos_token_id
+            && b as usize >= self.vocab_size
+        {
+            return Err(bad(format!(
+                "bos_token_id {b} is outside the vocabulary of {}",
+                self.vocab_size
+            )));
+        }
+        if let Some(&e) = self
+            .eos_token_ids
+            .iter()
+            .find(|&&e| e as usize >= self.vocab_size)
+        {
+            return Err(bad(format!(
+                "eos_token_id {e} is outside the vocabulary of {}",
+                self.vocab_size
+            )));
         }
         Ok(())
     }

@@ -121,6 +121,16 @@ pub enum ModelError {
         /// What is wrong with it.
         message: String,
     },
+    /// The forward pass computed NaN or an infinity (weights holding NaN, say).
+    #[error(
+        "the model computed a non-finite {what} ({value}); its weights may hold NaN or infinity"
+    )]
+    NonFinite {
+        /// What was not finite, e.g. `log-probability`.
+        what: &'static str,
+        /// The value.
+        value: f32,
+    },
     /// A tensor read back from the backend had an unexpected type (an internal invariant).
     #[error("backend data error: {0}")]
     Backend(String),

@@ -796,7 +796,12 @@ fn dest_error(dest: &Path, message: impl Into<String>) -> ModelError {
 
 /// Whether an existing `dest` may be written: absent, an empty folder, or (with `force`) a folder
 /// holding only files an export writes. Returns `dest` with a usable final component.
-fn check_destination(dest: &Path, force: bool) -> Result<PathBuf> {
+///
+/// Front ends call it before fetching a source, so a bad `dest` fails before a download.
+///
+/// # Errors
+/// [`ModelError::ModelPath`] naming `dest`.
+pub fn check_destination(dest: &Path, force: bool) -> Result<PathBuf> {
     let dest = if dest.file_name().is_none() {
         dest.canonicalize().map_err(|e| ModelError::io(dest, e))?
     } else {

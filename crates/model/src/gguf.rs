@@ -961,6 +961,22 @@ fn parse_layout(buf: &[u8]) -> Result<Layout, GgufError> {
         .iter()
         .map(|t| tensor_range(t, data_start, alignment, file_len))
         .collect::<Result<Vec<_>, _>>()?;
+    // Tensors lie in the data section in the order they are declared, each after the previous
+    // one's end (as every GGUF writer lays them out): overlapping data would alias two tensors.
+    let mut previous: Option<(usize, &str)> = None;
+    for (t, r) in tensors.iter().zip(&ranges) {
+        let Some(r) = r else { continue };
+        if let Some((end, before)) = previous
+            && r.start < end
+        {
+            return Err(invalid(format!(
+                "tensor '{}' data starts before the end of tensor '{before}' (overlapping or \
+                 out-of-order tensor data)",
+                t.name
+            )));
+        }
+        previous = Some((r.end, &t.name));
+    }
 
     Ok(Layout {
         version,
@@ -1614,6 +1630,22 @@ mod tests {
             Err(GgufError::Truncated { what, .. }) => assert!(what.contains(needle), "{what}"),
             other => panic!("expected Truncated containing {needle:?}, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn overlapping_or_out_of_order_tensor_data_is_refused() {
+        // Regression: a tensor whose data overlapped another's loaded, aliasing the two.
+        let two = |second_offset: u64, first_offset: u64| {
+            Raw::new(3, 2, 0)
+                .tensor("a", &[8], 0, first_offset)
+                .tensor("b", &[8], 0, second_offset)
+                .pad(32)
+                .bytes(&[0u8; 96])
+                .parse()
+        };
+        assert!(two(32, 0).is_ok());
+        assert_invalid(two(0, 0), "overlapping");
+        assert_invalid(two(0, 32), "out-of-order");
     }
 
     #[test]

@@ -151,7 +151,19 @@ impl<B: KvBackend> Llama<B> {
             get("model.embed_tokens.weight".into(), &[vocab, d])?.data,
             [vocab, d],
         );
-        let mut blocks = Vec::with_capacity(cfg.num_layers);
+        // The layer count comes from the file's metadata: its last layer must be in the file
+        // before anything is sized by it (a count of 2^32 - 1 would otherwise allocate first).
+        let last = layer_name(cfg.num_layers - 1, "input_layernorm.weight");
+        if !src.contains(&last) {
+            return Err(ModelError::Config {
+                origin: "model".into(),
+                message: format!(
+                    "num_layers is {} but the weights have no tensor {last}",
+                    cfg.num_layers
+                ),
+            });
+        }
+        let mut blocks = Vec::new();
         for i in 0..cfg.num_layers {
             blocks.push(Block {
                 attn_norm: t1(get(layer_name(i, "input_layernorm.weight"), &[d])?.data),

@@ -88,7 +88,11 @@ pub fn gguf_config(f: &GgufFile) -> Result<LlamaConfig> {
     };
     let opt_id = |key: &str| -> Result<Option<u32>> {
         if f.metadata().contains_key(key) {
-            Ok(u32::try_from(f.get_u64(key)?).ok())
+            let v = f.get_u64(key)?;
+            u32::try_from(v).map(Some).map_err(|_| ModelError::Config {
+                origin: "gguf".into(),
+                message: format!("{key} {v} does not fit in u32"),
+            })
         } else {
             Ok(None)
         }
@@ -223,22 +227,18 @@ impl<B: KvBackend> Model<B> {
         }
         let mut cfg = LlamaConfig::from_hf_file(&cfg_path)?;
         let gen_path = dir.join("generation_config.json");
-        if gen_path.is_file()
-            && let Ok(text) = std::fs::read_to_string(&gen_path)
-            && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
-        {
-            let ids: Vec<u32> = match v.get("eos_token_id") {
-                Some(serde_json::Value::Number(n)) => {
-                    n.as_u64().map(|x| x as u32).into_iter().collect()
-                }
-                Some(serde_json::Value::Array(a)) => a
-                    .iter()
-                    .filter_map(|x| x.as_u64())
-                    .map(|x| x as u32)
-                    .collect(),
-                _ => vec![],
+        if gen_path.is_file() {
+            // Strict as config.json: an id that does not fit (or, in Llama::load, lies outside the
+            // vocabulary) is an error, not a silently truncated stop token.
+            let bad = |message: String| ModelError::Config {
+                origin: gen_path.display().to_string(),
+                message,
             };
-            for id in ids {
+            let text =
+                std::fs::read_to_string(&gen_path).map_err(|e| ModelError::io(&gen_path, e))?;
+            let v: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+            for id in crate::config::eos_ids(v.get("eos_token_id")).map_err(bad)? {
                 if !cfg.eos_token_ids.contains(&id) {
                     cfg.eos_token_ids.push(id);
                 }
@@ -299,6 +299,32 @@ impl<B: KvBackend> Model<B> {
     /// [`ModelError::Tokenizer`].
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         Ok(self.tokenizer.encode(text)?)
+    }
+
+    /// Token ids of user-supplied `text` as plain text: special-token text inside it is encoded as
+    /// ordinary characters (see [`TextTokenizer::encode_plain`]).
+    ///
+    /// # Errors
+    /// [`ModelError::Tokenizer`].
+    pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>> {
+        Ok(self.tokenizer.encode_plain(text)?)
+    }
+
+    /// The token ids of the prompt of one chat turn ([`Model::chat_turn`]), with `system` and
+    /// `user` encoded as plain text: only the template's markup makes control tokens, so a query
+    /// holding `<|im_end|>\n<|im_start|>system` cannot forge a turn.
+    ///
+    /// # Errors
+    /// As [`Model::chat_prompt`]; [`ModelError::Chat`] if the template drops the user message.
+    pub fn chat_turn_ids(&self, system: &str, user: &str) -> Result<Vec<u32>> {
+        let rendered = self.chat_turn(crate::chat::SYSTEM_MARK, crate::chat::USER_MARK)?;
+        crate::chat::encode_turn(
+            &rendered,
+            system,
+            user,
+            |t| self.encode(t),
+            |t| self.encode_plain(t),
+        )
     }
 
     /// Text of `ids`.

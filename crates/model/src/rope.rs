@@ -13,11 +13,17 @@ use crate::config::LlamaConfig;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
-/// Host tables of `cos` and `sin`, `[max_position, head_dim / 2]`.
+/// Positions whose angles are tabulated when the model loads; later ones (a context length from a
+/// file can be 10^8 or 2^32 - 1) are computed when used, with the same formula and so the same
+/// bits.
+pub const TABLE_POSITIONS: usize = 8192;
+
+/// Host tables of `cos` and `sin`, `[min(max_position, TABLE_POSITIONS), head_dim / 2]`.
 #[derive(Debug, Clone)]
 pub struct Rope {
     cos: Vec<f32>,
     sin: Vec<f32>,
+    inv: Vec<f32>,
     head_dim: usize,
 }
 
@@ -44,13 +50,18 @@ pub fn tables(theta: f32, head_dim: usize, positions: usize) -> (Vec<f32>, Vec<f
     let mut cos = Vec::with_capacity(positions * inv.len());
     let mut sin = Vec::with_capacity(positions * inv.len());
     for p in 0..positions {
-        for &f in &inv {
-            let angle = (p as f32 * f) as f64;
-            cos.push(angle.cos() as f32);
-            sin.push(angle.sin() as f32);
-        }
+        push_angles(&inv, p, &mut cos, &mut sin);
     }
     (cos, sin)
+}
+
+/// Appends the cosines and sines of position `p`'s angles `p · inv[i]`.
+fn push_angles(inv: &[f32], p: usize, cos: &mut Vec<f32>, sin: &mut Vec<f32>) {
+    for &f in inv {
+        let angle = (p as f32 * f) as f64;
+        cos.push(angle.cos() as f32);
+        sin.push(angle.sin() as f32);
+    }
 }
 
 /// `rotate_half` as a matrix: `(x · P)[j] = -x[j + d/2]` for `j < d/2`, `x[j - d/2]` otherwise.
@@ -67,12 +78,30 @@ pub fn rotate_half_matrix(d: usize) -> Vec<f32> {
 impl Rope {
     /// Tables for positions `0..max_position` of `cfg`.
     pub fn new(cfg: &LlamaConfig) -> Self {
-        let (cos, sin) = tables(cfg.rope_theta, cfg.head_dim, cfg.max_position);
+        let positions = cfg.max_position.min(TABLE_POSITIONS);
+        let (cos, sin) = tables(cfg.rope_theta, cfg.head_dim, positions);
         Self {
             cos,
             sin,
+            inv: inv_freq(cfg.rope_theta, cfg.head_dim),
             head_dim: cfg.head_dim,
         }
+    }
+
+    /// The cosines and sines of position `p`: from the table, or computed past its end.
+    fn angles(&self, p: usize) -> (std::borrow::Cow<'_, [f32]>, std::borrow::Cow<'_, [f32]>) {
+        use std::borrow::Cow;
+        let h = self.head_dim / 2;
+        if (p + 1) * h <= self.cos.len() {
+            let r = p * h..(p + 1) * h;
+            return (
+                Cow::Borrowed(&self.cos[r.clone()]),
+                Cow::Borrowed(&self.sin[r]),
+            );
+        }
+        let (mut c, mut s) = (Vec::with_capacity(h), Vec::with_capacity(h));
+        push_angles(&self.inv, p, &mut c, &mut s);
+        (Cow::Owned(c), Cow::Owned(s))
     }
 
     /// Rotates one head's vector `x` (`head_dim` values) in place for position `p`
@@ -80,7 +109,7 @@ impl Rope {
     /// The host form of [`RopeRows::apply`], used by the native CPU forward pass.
     pub fn rotate(&self, x: &mut [f32], p: usize) {
         let h = self.head_dim / 2;
-        let (cos, sin) = (&self.cos[p * h..(p + 1) * h], &self.sin[p * h..(p + 1) * h]);
+        let (cos, sin) = self.angles(p);
         let (lo, hi) = x.split_at_mut(h);
         for i in 0..h {
             let (a, b) = (lo[i], hi[i]);
@@ -96,18 +125,17 @@ impl Rope {
         heads: usize,
         device: &B::Device,
     ) -> RopeRows<B> {
-        let (d, h) = (self.head_dim, self.head_dim / 2);
+        let d = self.head_dim;
         let n = positions.len();
         let mut c = Vec::with_capacity(n * heads * d);
         let mut s = Vec::with_capacity(n * heads * d);
         for &p in positions {
-            let row = p as usize * h;
-            let (cr, sr) = (&self.cos[row..row + h], &self.sin[row..row + h]);
+            let (cr, sr) = self.angles(p as usize);
             for _ in 0..heads {
-                c.extend_from_slice(cr);
-                c.extend_from_slice(cr);
-                s.extend_from_slice(sr);
-                s.extend_from_slice(sr);
+                c.extend_from_slice(&cr);
+                c.extend_from_slice(&cr);
+                s.extend_from_slice(&sr);
+                s.extend_from_slice(&sr);
             }
         }
         RopeRows {

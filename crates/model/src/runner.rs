@@ -231,11 +231,21 @@ fn gather_logprobs<B: KvBackend>(logits: Tensor<B, 2>, targets: &[u32]) -> Resul
 }
 
 /// Host copy of a `[rows, vocab]` logits tensor.
+///
+/// # Errors
+/// [`ModelError::NonFinite`] when a logit is NaN or infinite.
 pub fn logits_to_host<B: KvBackend>(logits: Tensor<B, 2>) -> Result<Vec<f32>> {
-    logits
+    let host = logits
         .into_data()
         .to_vec::<f32>()
-        .map_err(|e| ModelError::Backend(format!("{e:?}")))
+        .map_err(|e| ModelError::Backend(format!("{e:?}")))?;
+    match host.iter().find(|x| !x.is_finite()) {
+        Some(&value) => Err(ModelError::NonFinite {
+            what: "logit",
+            value,
+        }),
+        None => Ok(host),
+    }
 }
 
 /// The `k` largest entries of a logits row as `(token, log-probability)`, most likely first.
@@ -329,6 +339,12 @@ pub fn score<B: KvBackend>(
                 }
             }
             let lp = gather_logprobs(logits, &targets)?;
+            if let Some(&value) = lp.iter().find(|x| !x.is_finite()) {
+                return Err(ModelError::NonFinite {
+                    what: "log-probability",
+                    value,
+                });
+            }
             for (k, &(s, p)) in rows.iter().enumerate() {
                 let r = &reqs[group[s]];
                 if p + 1 >= r.prompt.len() && p + 1 < r.prompt.len() + r.continuation.len() {
@@ -376,7 +392,7 @@ pub fn generate<B: KvBackend>(
     let vocab = model.config().vocab_size;
     let lens: Vec<usize> = reqs
         .iter()
-        .map(|r| r.prompt.len() + r.max_new_tokens)
+        .map(|r| r.prompt.len().saturating_add(r.max_new_tokens))
         .collect();
     let mut out: Vec<Option<Generation>> = vec![None; reqs.len()];
     let mut produced = 0usize;

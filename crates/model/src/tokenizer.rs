@@ -111,6 +111,8 @@ pub struct GgufTokenizerSpec {
 #[derive(Debug, Clone)]
 pub struct TextTokenizer {
     inner: Tokenizer,
+    /// The same tokenizer with special-token text encoded as ordinary characters, for user text.
+    plain: Tokenizer,
     special_ids: Vec<u32>,
 }
 
@@ -128,7 +130,7 @@ impl TextTokenizer {
             .map(|(id, _)| id)
             .collect();
         special_ids.sort_unstable();
-        Ok(Self { inner, special_ids })
+        Ok(Self::with_plain(inner, special_ids))
     }
 
     /// Builds a tokenizer from GGUF tokenizer metadata.
@@ -253,7 +255,30 @@ impl TextTokenizer {
         }
 
         let special_ids = special.iter().map(|(id, _)| *id).collect();
-        Ok(Self { inner, special_ids })
+        Ok(Self::with_plain(inner, special_ids))
+    }
+
+    fn with_plain(inner: Tokenizer, special_ids: Vec<u32>) -> Self {
+        let mut plain = inner.clone();
+        plain.set_encode_special_tokens(true);
+        Self {
+            inner,
+            plain,
+            special_ids,
+        }
+    }
+
+    /// Encodes user-supplied `text` as plain text: the text of a special token inside it (e.g.
+    /// `<|im_end|>`) becomes ordinary tokens, never the control token, so a query cannot forge a
+    /// turn of the chat template. No tokens are added.
+    pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
+        let encoding = self
+            .plain
+            .encode_fast(text, false)
+            .map_err(|e| TokenizerError::Encode {
+                message: e.to_string(),
+            })?;
+        Ok(encoding.get_ids().to_vec())
     }
 
     /// Encodes `text` into token ids.

@@ -236,7 +236,7 @@ pub fn bench_serve(args: BenchServeArgs) -> Result<()> {
             let ratio = concurrent.auctions_per_minute / sequential.auctions_per_minute;
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
             if a.json {
-                println!(
+                outln!(
                     "{}",
                     json!({
                         "m": a.m, "max_new_tokens": a.max_new_tokens, "threads": threads,
@@ -245,12 +245,13 @@ pub fn bench_serve(args: BenchServeArgs) -> Result<()> {
                     })
                 );
             } else {
-                println!(
+                outln!(
                     "bench serve: MOSAIC, M = {}, {} new tokens, 2 advertisers; {threads} threads",
-                    a.m, a.max_new_tokens
+                    a.m,
+                    a.max_new_tokens
                 );
                 for (name, p) in [("concurrent", &concurrent), ("sequential", &sequential)] {
-                    println!(
+                    outln!(
                         "{name:<11} {:>4} auctions in {:>7.1} s: {:>6.1} auctions/min; latency p50 \
                          {:.1} s, p99 {:.1} s; failed {}, inconsistent {}",
                         p.auctions,
@@ -262,8 +263,8 @@ pub fn bench_serve(args: BenchServeArgs) -> Result<()> {
                         p.inconsistent
                     );
                 }
-                println!("throughput ratio (concurrent / sequential): {ratio:.2}x");
-                println!(
+                outln!("throughput ratio (concurrent / sequential): {ratio:.2}x");
+                outln!(
                     "reply, winner and payments bit-identical alone and under load: {identical} of {}",
                     a.sequential
                 );

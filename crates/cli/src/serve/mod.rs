@@ -287,7 +287,7 @@ where
         state,
         listener,
     } = bind(args.bind, args.limits.clone(), key).await?;
-    println!("listening on http://{addr}");
+    outln!("listening on http://{addr}");
     let _ = std::io::stdout().flush();
     tracing::info!(%addr, "listening; loading models");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

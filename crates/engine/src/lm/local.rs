@@ -45,6 +45,10 @@ macro_rules! local_text {
             Ok(self.model.encode(text)?)
         }
 
+        fn encode_plain(&self, text: &str) -> Result<Vec<u32>> {
+            Ok(self.model.encode_plain(text)?)
+        }
+
         fn decode(&self, ids: &[u32]) -> Result<String> {
             Ok(self.model.decode(ids)?)
         }

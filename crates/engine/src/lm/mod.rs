@@ -108,6 +108,31 @@ pub trait LanguageModel: Send + Sync {
     /// Tokenizer or server errors.
     fn encode(&self, text: &str) -> Result<Vec<u32>>;
 
+    /// Token ids of user-supplied `text` as plain text: the text of a special token inside it
+    /// becomes ordinary tokens, never the control token.
+    ///
+    /// # Errors
+    /// Tokenizer or server errors; a server that cannot encode such text plainly refuses it.
+    fn encode_plain(&self, text: &str) -> Result<Vec<u32>>;
+
+    /// The prompt of one chat turn as token ids: the template's markup encoded with its control
+    /// tokens, `system` and `user` (user-supplied: queries, advertiser names and descriptions) as
+    /// plain text, so a query cannot forge a turn of the template.
+    ///
+    /// # Errors
+    /// As [`LanguageModel::chat_turn`] and the encoders.
+    fn chat_turn_ids(&self, system: &str, user: &str) -> Result<Vec<u32>> {
+        use llm_auction_model::chat::{SYSTEM_MARK, USER_MARK, encode_turn};
+        let rendered = self.chat_turn(SYSTEM_MARK, USER_MARK)?;
+        encode_turn(
+            &rendered,
+            system,
+            user,
+            |t| self.encode(t),
+            |t| self.encode_plain(t),
+        )
+    }
+
     /// Text of `ids`.
     ///
     /// # Errors

@@ -61,6 +61,10 @@ impl LanguageModel for ServedModel {
         self.text.encode(text)
     }
 
+    fn encode_plain(&self, text: &str) -> Result<Vec<u32>> {
+        self.text.encode_plain(text)
+    }
+
     fn decode(&self, ids: &[u32]) -> Result<String> {
         self.text.decode(ids)
     }
@@ -194,6 +198,10 @@ impl LanguageModel for Ticketed<'_> {
 
     fn encode(&self, text: &str) -> Result<Vec<u32>> {
         self.model.encode(text)
+    }
+
+    fn encode_plain(&self, text: &str) -> Result<Vec<u32>> {
+        self.model.encode_plain(text)
     }
 
     fn decode(&self, ids: &[u32]) -> Result<String> {

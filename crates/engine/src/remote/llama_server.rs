@@ -93,6 +93,18 @@ pub fn encode(http: &Http, text: &str, vocab: usize) -> crate::error::Result<Vec
         .map_err(|m| http.error(&url, m))
 }
 
+/// Token ids of user-supplied `text` as plain text (`parse_special: false`: special-token text is
+/// encoded as ordinary characters), nothing added.
+pub fn encode_plain(http: &Http, text: &str, vocab: usize) -> crate::error::Result<Vec<u32>> {
+    let (url, v) = http.post(
+        "/tokenize",
+        &json!({"content": text, "add_special": false, "parse_special": false}),
+    )?;
+    json::get(&v, "tokens")
+        .and_then(|t| json::tokens(t, "tokens", vocab))
+        .map_err(|m| http.error(&url, m))
+}
+
 /// Text of `ids`.
 pub fn decode(http: &Http, ids: &[u32]) -> crate::error::Result<String> {
     if ids.is_empty() {

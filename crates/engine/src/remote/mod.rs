@@ -39,6 +39,8 @@ pub struct Probe {
 pub struct RemoteModel {
     http: Http,
     info: ModelInfo,
+    /// vLLM: the chat template's control tokens, learned on first use ([`vllm::control_tokens`]).
+    controls: std::sync::OnceLock<Vec<String>>,
 }
 
 impl RemoteModel {
@@ -100,7 +102,11 @@ impl RemoteModel {
             proposal_logprobs: kind == RemoteKind::LlamaServer || http.spec().processed_logprobs,
         };
         let up: Vec<usize> = probes.iter().map(|(i, _)| *i).collect();
-        let model = Self { http, info };
+        let model = Self {
+            http,
+            info,
+            controls: std::sync::OnceLock::new(),
+        };
         for i in up {
             model.self_test(i)?;
         }
@@ -169,6 +175,23 @@ impl LanguageModel for RemoteModel {
         match self.http.spec().kind {
             RemoteKind::LlamaServer => llama_server::encode(&self.http, text, self.info.vocab_size),
             RemoteKind::Vllm => vllm::encode(&self.http, text, self.info.vocab_size),
+        }
+    }
+
+    fn encode_plain(&self, text: &str) -> Result<Vec<u32>> {
+        let vocab = self.info.vocab_size;
+        match self.http.spec().kind {
+            RemoteKind::LlamaServer => llama_server::encode_plain(&self.http, text, vocab),
+            RemoteKind::Vllm => {
+                let controls = match self.controls.get() {
+                    Some(c) => c,
+                    None => {
+                        let found = vllm::control_tokens(&self.http, vocab)?;
+                        self.controls.get_or_init(|| found)
+                    }
+                };
+                vllm::encode_plain(&self.http, text, vocab, controls)
+            }
         }
     }
 

@@ -155,6 +155,52 @@ pub fn encode(http: &Http, text: &str, vocab: usize) -> crate::error::Result<Vec
         .map_err(|m| http.error(&url, m))
 }
 
+/// Token ids of user-supplied `text` as plain text. vLLM's `/tokenize` always reads special-token
+/// text as the control token, so text holding one of `controls` (the chat template's own control
+/// tokens, [`control_tokens`]) is refused instead.
+pub fn encode_plain(
+    http: &Http,
+    text: &str,
+    vocab: usize,
+    controls: &[String],
+) -> crate::error::Result<Vec<u32>> {
+    if let Some(c) = controls.iter().find(|c| text.contains(c.as_str())) {
+        return Err(crate::error::EngineError::InvalidRequest(format!(
+            "the text holds {c:?}, a control token of the model's chat template, which a vLLM \
+             server cannot encode as plain text; remove it"
+        )));
+    }
+    encode(http, text, vocab)
+}
+
+/// The control tokens the chat template writes: tokens of its markup (rendered around the marks of
+/// `llm_auction_model::chat`) that appear verbatim in it and are bracketed as every chat format's
+/// control tokens are (`<|im_end|>`, `</s>`, `[INST]`).
+pub fn control_tokens(http: &Http, vocab: usize) -> crate::error::Result<Vec<String>> {
+    use llm_auction_model::chat::{SYSTEM_MARK, TurnPiece, USER_MARK, split_turn};
+    let rendered = chat_turn(http, SYSTEM_MARK, USER_MARK, vocab)?;
+    let mut out: Vec<String> = Vec::new();
+    for piece in split_turn(&rendered)? {
+        let TurnPiece::Markup(text) = piece else {
+            continue;
+        };
+        let (url, v) = http.post(
+            "/tokenize",
+            &json!({"model": model(http), "prompt": text, "add_special_tokens": false,
+                    "return_token_strs": true}),
+        )?;
+        let strs = json::array(&v, "token_strs").map_err(|m| http.error(&url, m))?;
+        for s in strs.iter().filter_map(Value::as_str) {
+            let bracketed = (s.starts_with('<') && s.ends_with('>'))
+                || (s.starts_with('[') && s.ends_with(']'));
+            if bracketed && s.len() >= 3 && text.contains(s) && !out.iter().any(|o| o == s) {
+                out.push(s.to_string());
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Text of `ids` (special tokens kept).
 pub fn decode(http: &Http, ids: &[u32]) -> crate::error::Result<String> {
     if ids.is_empty() {
