@@ -43,14 +43,28 @@ pub fn parse<T: DeserializeOwned>(text: &str) -> Result<T, JsonError> {
             ))),
         },
         Err(e) => {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
+            let path = one_line(&e.path().to_string());
+            let inner = one_line(&e.into_inner().to_string());
             if path == "." || path == "?" {
                 return Err(JsonError::Parse(format!("invalid JSON input: {inner}")));
             }
             Err(JsonError::Parse(format!("{path}: {inner}")))
         }
     }
+}
+
+/// `text` with its control characters escaped (`\n` as `\\n`): an unknown field name taken from
+/// the input must not break the error's one line.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// Input of [`mosaic_json`].
@@ -195,6 +209,16 @@ mod tests {
             let e = mosaic_json(&bad).unwrap_err().to_string();
             assert!(e.contains("after the one object"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn errors_are_one_line_whatever_the_field_names() {
+        // Found by the mechanism_json fuzz target: an unknown field named with a newline.
+        let e = mosaic_json("{\"0age\\re\\ngat\": 1}")
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains('\n') && !e.contains('\r'), "{e:?}");
+        assert!(e.contains("unknown field"), "{e}");
     }
 
     #[test]

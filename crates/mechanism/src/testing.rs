@@ -151,3 +151,56 @@ pub fn full_support_token_case(
         (vec(d, n), bids(n)).prop_map(|(dists, bids)| TokenCase { dists, bids })
     })
 }
+
+/// An oracle of MOSAIC's payments and utilities with the offset (Eq. 10 + Eq. 13) that shares no
+/// code with [`crate::mosaic`]: by the Rochet envelope, agent `i`'s utility of reporting `t·r_i`
+/// grows at the rate `π(t·r_i)·r_i` (the allocation of Eq. 8 at that report, dotted with the true
+/// rewards) and is 0 at `t = 0` (Lemma 5.2), so `U_i = ∫_0^1 π(t·r_i)·r_i dt`, here by Simpson's
+/// rule on `steps` intervals, and `p_i = π(r)·r_i − U_i`. Only `exp` and the definition of the
+/// allocation are used. Returns `(payments, utilities)`.
+///
+/// # Panics
+/// If `steps` is odd or zero, or the rows are ragged (test input).
+pub fn rochet_payments(
+    rewards: &[Vec<f64>],
+    log_weights: &[f64],
+    tau: f64,
+    steps: usize,
+) -> (Vec<f64>, Vec<f64>) {
+    assert!(
+        steps > 0 && steps.is_multiple_of(2),
+        "Simpson's rule needs an even number of steps"
+    );
+    let m = log_weights.len();
+    assert!(rewards.iter().all(|r| r.len() == m), "ragged rewards");
+    // π(t·r_i) · r_i with every other agent at its report.
+    let rate = |i: usize, t: f64| -> f64 {
+        let s: Vec<f64> = (0..m)
+            .map(|j| {
+                let others: f64 = (0..rewards.len())
+                    .filter(|&k| k != i)
+                    .map(|k| rewards[k][j] / tau)
+                    .sum();
+                others + t * rewards[i][j] / tau + log_weights[j]
+            })
+            .collect();
+        let top = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let e: Vec<f64> = s.iter().map(|x| (x - top).exp()).collect();
+        let z: f64 = e.iter().sum();
+        e.iter().zip(&rewards[i]).map(|(w, r)| w / z * r).sum()
+    };
+    let h = 1.0 / steps as f64;
+    let mut payments = Vec::with_capacity(rewards.len());
+    let mut utilities = Vec::with_capacity(rewards.len());
+    for i in 0..rewards.len() {
+        let mut acc = rate(i, 0.0) + rate(i, 1.0);
+        for k in 1..steps {
+            let w = if k.is_multiple_of(2) { 2.0 } else { 4.0 };
+            acc += w * rate(i, k as f64 * h);
+        }
+        let utility = acc * h / 3.0;
+        payments.push(rate(i, 1.0) - utility);
+        utilities.push(utility);
+    }
+    (payments, utilities)
+}

@@ -129,6 +129,55 @@ fn seed32(seed: u64) -> u32 {
     if s == u32::MAX { s - 1 } else { s }
 }
 
+/// The sample in a `/completion` answer `v` to `g`.
+///
+/// # Errors
+/// What is missing or malformed in `v`.
+pub fn parse_generate(v: &Value, g: &GenerateSpec, vocab: usize) -> Result<Sample, Bad> {
+    let p = &g.params;
+
+    let steps = json::array(v, "completion_probabilities")?;
+    if steps.len() > g.max_new_tokens {
+        return Err(format!(
+            "{} tokens for a limit of {}",
+            steps.len(),
+            g.max_new_tokens
+        ));
+    }
+    let mut tokens = Vec::with_capacity(steps.len());
+    let mut lp = Vec::with_capacity(steps.len());
+    for s in steps {
+        tokens.push(json::token(
+            json::get(s, "id")?,
+            "completion_probabilities.id",
+            vocab,
+        )?);
+        lp.push(json::prob_as_logprob(s, "prob")?);
+        if g.stop.contains(tokens.last().unwrap_or(&u32::MAX)) {
+            break;
+        }
+    }
+    let stopped = tokens.last().is_some_and(|t| g.stop.contains(t));
+    let finish = if stopped {
+        FinishReason::Stop
+    } else if tokens.len() >= g.max_new_tokens {
+        FinishReason::Length
+    } else {
+        match v.get("stop_type").and_then(Value::as_str) {
+            Some("eos") | Some("word") => FinishReason::Stop,
+            _ => FinishReason::Length,
+        }
+    };
+    // With temperature 1 and no truncation the proposal is the raw model.
+    let untempered = !p.greedy && p.temperature == 1.0 && p.top_p >= 1.0 && p.top_k == 0;
+    Ok(Sample {
+        logprobs_raw: untempered.then(|| lp.clone()),
+        logprobs_proposal: Some(lp),
+        tokens,
+        finish,
+    })
+}
+
 /// One sample.
 pub fn generate(http: &Http, g: &GenerateSpec, vocab: usize) -> crate::error::Result<Sample> {
     let p = &g.params;
@@ -148,49 +197,29 @@ pub fn generate(http: &Http, g: &GenerateSpec, vocab: usize) -> crate::error::Re
         }),
     );
     let (url, v) = http.post("/completion", &body)?;
-    let parse = || -> Result<Sample, Bad> {
-        let steps = json::array(&v, "completion_probabilities")?;
-        if steps.len() > g.max_new_tokens {
-            return Err(format!(
-                "{} tokens for a limit of {}",
-                steps.len(),
-                g.max_new_tokens
-            ));
-        }
-        let mut tokens = Vec::with_capacity(steps.len());
-        let mut lp = Vec::with_capacity(steps.len());
-        for s in steps {
-            tokens.push(json::token(
-                json::get(s, "id")?,
-                "completion_probabilities.id",
-                vocab,
-            )?);
-            lp.push(json::prob_as_logprob(s, "prob")?);
-            if g.stop.contains(tokens.last().unwrap_or(&u32::MAX)) {
-                break;
-            }
-        }
-        let stopped = tokens.last().is_some_and(|t| g.stop.contains(t));
-        let finish = if stopped {
-            FinishReason::Stop
-        } else if tokens.len() >= g.max_new_tokens {
-            FinishReason::Length
-        } else {
-            match v.get("stop_type").and_then(Value::as_str) {
-                Some("eos") | Some("word") => FinishReason::Stop,
-                _ => FinishReason::Length,
-            }
-        };
-        // With temperature 1 and no truncation the proposal is the raw model.
-        let untempered = !p.greedy && p.temperature == 1.0 && p.top_p >= 1.0 && p.top_k == 0;
-        Ok(Sample {
-            logprobs_raw: untempered.then(|| lp.clone()),
-            logprobs_proposal: Some(lp),
-            tokens,
-            finish,
-        })
-    };
-    parse().map_err(|m| http.error(&url, format!("/completion: {m}")))
+
+    parse_generate(&v, g, vocab).map_err(|m| http.error(&url, format!("/completion: {m}")))
+}
+
+/// The log-probability of the forced token `t` in a `/completion` answer `v`.
+///
+/// # Errors
+/// What is missing or malformed in `v`, or another token sampled.
+pub fn parse_forced(v: &Value, t: u32, vocab: usize) -> Result<f64, Bad> {
+    let steps = json::array(v, "completion_probabilities")?;
+    let s = steps.first().ok_or("completion_probabilities is empty")?;
+    let got = json::token(json::get(s, "id")?, "completion_probabilities.id", vocab)?;
+    if got != t {
+        return Err(format!(
+            "the server sampled token {got} where logit_bias forced {t} (is logit_bias \
+             ignored?)"
+        ));
+    }
+    let lp = json::logprob(s, "logprob")?;
+    if !(lp as f32).is_finite() {
+        return Err(format!("logprob {lp} does not fit an f32 log-probability"));
+    }
+    Ok(lp)
 }
 
 /// Teacher-forced log-probabilities of `continuation` after `prompt`, one request per token.
@@ -212,19 +241,9 @@ pub fn score(
             }),
         );
         let (url, v) = http.post("/completion", &body)?;
-        let parse = || -> Result<f64, Bad> {
-            let steps = json::array(&v, "completion_probabilities")?;
-            let s = steps.first().ok_or("completion_probabilities is empty")?;
-            let got = json::token(json::get(s, "id")?, "completion_probabilities.id", vocab)?;
-            if got != t {
-                return Err(format!(
-                    "the server sampled token {got} where logit_bias forced {t} (is logit_bias \
-                     ignored?)"
-                ));
-            }
-            json::logprob(s, "logprob")
-        };
-        let lp = parse().map_err(|m| http.error(&url, format!("/completion: {m}")))?;
+
+        let lp = parse_forced(&v, t, vocab)
+            .map_err(|m| http.error(&url, format!("/completion: {m}")))?;
         token_logprobs.push(lp as f32);
         context.push(t);
     }
@@ -233,6 +252,40 @@ pub fn score(
         token_logprobs,
         total_logprob,
     })
+}
+
+/// The full next-token row in a `/completion` answer `v` with `n_probs` = the vocabulary.
+///
+/// # Errors
+/// What is missing or malformed in `v`.
+pub fn parse_next_row(v: &Value, vocab: usize) -> Result<Vec<f32>, Bad> {
+    let steps = json::array(v, "completion_probabilities")?;
+    let s = steps.first().ok_or("completion_probabilities is empty")?;
+    let top = json::array(s, "top_probs")?;
+    if top.len() != vocab {
+        return Err(format!(
+            "the server returned {} of {vocab} next-token probabilities; it cannot give \
+             full rows (n_probs is capped), so the token auction cannot run on it",
+            top.len()
+        ));
+    }
+    let mut row = vec![f32::NAN; vocab];
+    for e in top {
+        let id = json::token(json::get(e, "id")?, "top_probs.id", vocab)? as usize;
+        let p = json::get(e, "prob")?
+            .as_f64()
+            .filter(|p| p.is_finite() && (0.0..=1.0 + 1e-6).contains(p))
+            .ok_or("top_probs.prob is not a probability")?;
+        row[id] = if p > 0.0 {
+            p.ln() as f32
+        } else {
+            f32::NEG_INFINITY
+        };
+    }
+    if row.iter().any(|x| x.is_nan()) {
+        return Err("top_probs repeats some ids and misses others".into());
+    }
+    Ok(row)
 }
 
 /// The full next-token log-probability row after `context`.
@@ -246,34 +299,6 @@ pub fn next_row(http: &Http, context: &[u32], vocab: usize) -> crate::error::Res
         }),
     );
     let (url, v) = http.post("/completion", &body)?;
-    let parse = || -> Result<Vec<f32>, Bad> {
-        let steps = json::array(&v, "completion_probabilities")?;
-        let s = steps.first().ok_or("completion_probabilities is empty")?;
-        let top = json::array(s, "top_probs")?;
-        if top.len() != vocab {
-            return Err(format!(
-                "the server returned {} of {vocab} next-token probabilities; it cannot give \
-                 full rows (n_probs is capped), so the token auction cannot run on it",
-                top.len()
-            ));
-        }
-        let mut row = vec![f32::NAN; vocab];
-        for e in top {
-            let id = json::token(json::get(e, "id")?, "top_probs.id", vocab)? as usize;
-            let p = json::get(e, "prob")?
-                .as_f64()
-                .filter(|p| p.is_finite() && (0.0..=1.0 + 1e-6).contains(p))
-                .ok_or("top_probs.prob is not a probability")?;
-            row[id] = if p > 0.0 {
-                p.ln() as f32
-            } else {
-                f32::NEG_INFINITY
-            };
-        }
-        if row.iter().any(|x| x.is_nan()) {
-            return Err("top_probs repeats some ids and misses others".into());
-        }
-        Ok(row)
-    };
-    parse().map_err(|m| http.error(&url, format!("/completion: {m}")))
+
+    parse_next_row(&v, vocab).map_err(|m| http.error(&url, format!("/completion: {m}")))
 }

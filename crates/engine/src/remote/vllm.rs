@@ -184,13 +184,12 @@ pub fn control_tokens(http: &Http, vocab: usize) -> crate::error::Result<Vec<Str
         let TurnPiece::Markup(text) = piece else {
             continue;
         };
-        let (url, v) = http.post(
-            "/tokenize",
-            &json!({"model": model(http), "prompt": text, "add_special_tokens": false,
-                    "return_token_strs": true}),
-        )?;
-        let strs = json::array(&v, "token_strs").map_err(|m| http.error(&url, m))?;
-        for s in strs.iter().filter_map(Value::as_str) {
+        // Each markup token's own text, one detokenization per token (a handful, once per model).
+        let mut strs = Vec::new();
+        for id in encode(http, text, vocab)? {
+            strs.push(decode(http, &[id])?);
+        }
+        for s in strs.iter().map(String::as_str) {
             let bracketed = (s.starts_with('<') && s.ends_with('>'))
                 || (s.starts_with('[') && s.ends_with(']'));
             if bracketed && s.len() >= 3 && text.contains(s) && !out.iter().any(|o| o == s) {
@@ -212,6 +211,65 @@ pub fn decode(http: &Http, ids: &[u32]) -> crate::error::Result<String> {
         .to_string())
 }
 
+/// The sample in a `/v1/completions` answer `v` to `g` (`processed`: the server runs
+/// `--logprobs-mode processed_logprobs`).
+///
+/// # Errors
+/// What is missing or malformed in `v`.
+pub fn parse_generate(
+    v: &Value,
+    g: &GenerateSpec,
+    vocab: usize,
+    processed: bool,
+) -> Result<Sample, Bad> {
+    let p = &g.params;
+    let choices = json::array(v, "choices")?;
+    let c = choices.first().ok_or("no choices")?;
+    let tokens = json::tokens(json::get(c, "token_ids")?, "token_ids", vocab)?;
+    if tokens.len() > g.max_new_tokens {
+        return Err(format!(
+            "{} tokens for a limit of {}",
+            tokens.len(),
+            g.max_new_tokens
+        ));
+    }
+    let lps = json::array(json::get(c, "logprobs")?, "token_logprobs")?;
+    if lps.len() != tokens.len() {
+        return Err(format!(
+            "{} log-probabilities for {} tokens",
+            lps.len(),
+            tokens.len()
+        ));
+    }
+    let lp = lps
+        .iter()
+        .map(|x| {
+            x.as_f64()
+                .ok_or_else(|| "token_logprobs holds a non-number".to_string())
+                .and_then(|x| json::check_logprob(x, "token_logprobs"))
+        })
+        .collect::<Result<Vec<f64>, Bad>>()?;
+    let stopped = tokens.last().is_some_and(|t| g.stop.contains(t));
+    let finish = if stopped || c.get("finish_reason").and_then(Value::as_str) == Some("stop") {
+        FinishReason::Stop
+    } else {
+        FinishReason::Length
+    };
+    // With temperature 1 and no truncation the proposal is the raw model.
+    let untempered = !p.greedy && p.temperature == 1.0 && p.top_p >= 1.0 && p.top_k == 0;
+    let (raw, proposal) = if processed {
+        (untempered.then(|| lp.clone()), Some(lp))
+    } else {
+        (Some(lp.clone()), untempered.then_some(lp))
+    };
+    Ok(Sample {
+        logprobs_raw: raw,
+        logprobs_proposal: proposal,
+        tokens,
+        finish,
+    })
+}
+
 /// One sample.
 pub fn generate(http: &Http, g: &GenerateSpec, vocab: usize) -> crate::error::Result<Sample> {
     let p = &g.params;
@@ -224,54 +282,77 @@ pub fn generate(http: &Http, g: &GenerateSpec, vocab: usize) -> crate::error::Re
         "stop_token_ids": g.stop, "skip_special_tokens": false,
     });
     let (url, v) = http.post("/v1/completions", &body)?;
-    let parse = || -> Result<Sample, Bad> {
-        let choices = json::array(&v, "choices")?;
-        let c = choices.first().ok_or("no choices")?;
-        let tokens = json::tokens(json::get(c, "token_ids")?, "token_ids", vocab)?;
-        if tokens.len() > g.max_new_tokens {
+
+    parse_generate(&v, g, vocab, http.spec().processed_logprobs)
+        .map_err(|m| http.error(&url, format!("/v1/completions: {m}")))
+}
+
+/// The scorings in a `/v1/completions` answer `v` with `prompt_logprobs` for `items`.
+///
+/// # Errors
+/// What is missing or malformed in `v`.
+pub fn parse_score(
+    v: &Value,
+    items: &[(Vec<u32>, Vec<u32>)],
+    vocab: usize,
+) -> Result<Vec<Scored>, Bad> {
+    let prompts: Vec<Vec<u32>> = items
+        .iter()
+        .map(|(p, c)| [p.as_slice(), c].concat())
+        .collect();
+
+    let choices = json::array(v, "choices")?;
+    if choices.len() != items.len() {
+        return Err(format!(
+            "{} choices for {} prompts",
+            choices.len(),
+            items.len()
+        ));
+    }
+    let mut out: Vec<Option<Scored>> = vec![None; items.len()];
+    for (k, c) in choices.iter().enumerate() {
+        let i = c
+            .get("index")
+            .and_then(Value::as_u64)
+            .map_or(k, |i| i as usize);
+        let (prompt, cont) = items.get(i).ok_or("choice index out of range")?;
+        let full = &prompts[i];
+        let plp = json::array(c, "prompt_logprobs")?;
+        if plp.len() != full.len() {
             return Err(format!(
-                "{} tokens for a limit of {}",
-                tokens.len(),
-                g.max_new_tokens
+                "prompt_logprobs has {} positions for {} tokens",
+                plp.len(),
+                full.len()
             ));
         }
-        let lps = json::array(json::get(c, "logprobs")?, "token_logprobs")?;
-        if lps.len() != tokens.len() {
-            return Err(format!(
-                "{} log-probabilities for {} tokens",
-                lps.len(),
-                tokens.len()
-            ));
+        let mut token_logprobs = Vec::with_capacity(cont.len());
+        for pos in prompt.len()..full.len() {
+            let entry = plp[pos]
+                .as_object()
+                .ok_or("prompt_logprobs holds a non-object")?;
+            let want = full[pos];
+            let lp = entry
+                .iter()
+                .find(|(k, _)| key_id(k, vocab).ok() == Some(want))
+                .ok_or_else(|| format!("prompt_logprobs lacks token {want}"))?
+                .1;
+            let x = json::logprob(lp, "logprob")? as f32;
+            if !x.is_finite() {
+                return Err(format!(
+                    "prompt_logprobs: {x} does not fit an f32 log-probability"
+                ));
+            }
+            token_logprobs.push(x);
         }
-        let lp = lps
-            .iter()
-            .map(|x| {
-                x.as_f64()
-                    .ok_or_else(|| "token_logprobs holds a non-number".to_string())
-                    .and_then(|x| json::check_logprob(x, "token_logprobs"))
-            })
-            .collect::<Result<Vec<f64>, Bad>>()?;
-        let stopped = tokens.last().is_some_and(|t| g.stop.contains(t));
-        let finish = if stopped || c.get("finish_reason").and_then(Value::as_str) == Some("stop") {
-            FinishReason::Stop
-        } else {
-            FinishReason::Length
-        };
-        // With temperature 1 and no truncation the proposal is the raw model.
-        let untempered = !p.greedy && p.temperature == 1.0 && p.top_p >= 1.0 && p.top_k == 0;
-        let (raw, proposal) = if http.spec().processed_logprobs {
-            (untempered.then(|| lp.clone()), Some(lp))
-        } else {
-            (Some(lp.clone()), untempered.then_some(lp))
-        };
-        Ok(Sample {
-            logprobs_raw: raw,
-            logprobs_proposal: proposal,
-            tokens,
-            finish,
-        })
-    };
-    parse().map_err(|m| http.error(&url, format!("/v1/completions: {m}")))
+        let total_logprob = token_logprobs.iter().map(|&x| x as f64).sum();
+        out[i] = Some(Scored {
+            token_logprobs,
+            total_logprob,
+        });
+    }
+    out.into_iter()
+        .map(|s| s.ok_or_else(|| "a prompt has no choice".to_string()))
+        .collect()
 }
 
 /// Teacher-forced log-probabilities of each `(prompt, continuation)`, in one request.
@@ -289,83 +370,42 @@ pub fn score(
         "temperature": 0.0,
     });
     let (url, v) = http.post("/v1/completions", &body)?;
-    let parse = || -> Result<Vec<Scored>, Bad> {
-        let choices = json::array(&v, "choices")?;
-        if choices.len() != items.len() {
-            return Err(format!(
-                "{} choices for {} prompts",
-                choices.len(),
-                items.len()
-            ));
-        }
-        let mut out: Vec<Option<Scored>> = vec![None; items.len()];
-        for (k, c) in choices.iter().enumerate() {
-            let i = c
-                .get("index")
-                .and_then(Value::as_u64)
-                .map_or(k, |i| i as usize);
-            let (prompt, cont) = items.get(i).ok_or("choice index out of range")?;
-            let full = &prompts[i];
-            let plp = json::array(c, "prompt_logprobs")?;
-            if plp.len() != full.len() {
-                return Err(format!(
-                    "prompt_logprobs has {} positions for {} tokens",
-                    plp.len(),
-                    full.len()
-                ));
-            }
-            let mut token_logprobs = Vec::with_capacity(cont.len());
-            for pos in prompt.len()..full.len() {
-                let entry = plp[pos]
-                    .as_object()
-                    .ok_or("prompt_logprobs holds a non-object")?;
-                let want = full[pos];
-                let lp = entry
-                    .iter()
-                    .find(|(k, _)| key_id(k, vocab).ok() == Some(want))
-                    .ok_or_else(|| format!("prompt_logprobs lacks token {want}"))?
-                    .1;
-                token_logprobs.push(json::logprob(lp, "logprob")? as f32);
-            }
-            let total_logprob = token_logprobs.iter().map(|&x| x as f64).sum();
-            out[i] = Some(Scored {
-                token_logprobs,
-                total_logprob,
-            });
-        }
-        out.into_iter()
-            .map(|s| s.ok_or_else(|| "a prompt has no choice".to_string()))
-            .collect()
-    };
-    parse().map_err(|m| http.error(&url, format!("/v1/completions: {m}")))
+
+    parse_score(&v, items, vocab).map_err(|m| http.error(&url, format!("/v1/completions: {m}")))
+}
+
+/// The full next-token row in a `/v1/completions` answer `v` with `logprobs: -1`.
+///
+/// # Errors
+/// What is missing or malformed in `v`.
+pub fn parse_next_row(v: &Value, vocab: usize) -> Result<Vec<f32>, Bad> {
+    let top = first_top(v)?;
+    if top.len() != vocab {
+        return Err(format!(
+            "the server returned {} of {vocab} next-token log-probabilities; start vLLM with \
+             --max-logprobs -1",
+            top.len()
+        ));
+    }
+    let mut row = vec![f32::NAN; vocab];
+    for (k, lp) in top {
+        let id = key_id(k, vocab)? as usize;
+        let x = lp.as_f64().ok_or("top_logprobs holds a non-number")?;
+        row[id] = if x == f64::NEG_INFINITY {
+            f32::NEG_INFINITY
+        } else {
+            json::check_logprob(x, "top_logprobs")? as f32
+        };
+    }
+    if row.iter().any(|x| x.is_nan()) {
+        return Err("top_logprobs repeats some ids and misses others".into());
+    }
+    Ok(row)
 }
 
 /// The full next-token log-probability row after `context`.
 pub fn next_row(http: &Http, context: &[u32], vocab: usize) -> crate::error::Result<Vec<f32>> {
     let (url, v) = http.post("/v1/completions", &row_body(model(http), context))?;
-    let parse = || -> Result<Vec<f32>, Bad> {
-        let top = first_top(&v)?;
-        if top.len() != vocab {
-            return Err(format!(
-                "the server returned {} of {vocab} next-token log-probabilities; start vLLM with \
-                 --max-logprobs -1",
-                top.len()
-            ));
-        }
-        let mut row = vec![f32::NAN; vocab];
-        for (k, lp) in top {
-            let id = key_id(k, vocab)? as usize;
-            let x = lp.as_f64().ok_or("top_logprobs holds a non-number")?;
-            row[id] = if x == f64::NEG_INFINITY {
-                f32::NEG_INFINITY
-            } else {
-                json::check_logprob(x, "top_logprobs")? as f32
-            };
-        }
-        if row.iter().any(|x| x.is_nan()) {
-            return Err("top_logprobs repeats some ids and misses others".into());
-        }
-        Ok(row)
-    };
-    parse().map_err(|m| http.error(&url, format!("/v1/completions: {m}")))
+
+    parse_next_row(&v, vocab).map_err(|m| http.error(&url, format!("/v1/completions: {m}")))
 }
