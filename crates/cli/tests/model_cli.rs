@@ -393,3 +393,31 @@ fn model_export_of_the_default_model_scores_the_same() {
     eprintln!("default model vs its hf export: max |Δ log-prob| = {d:e}");
     assert!(d <= 1e-4, "max |Δ log-prob| = {d}");
 }
+
+#[test]
+fn export_checks_its_destination_before_downloading() {
+    // Regression: a bad destination was found only after the 93 MB default model was downloaded.
+    // With an empty cache and a Python that cannot run pip, the error must be about --to.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let full = dir.path().join("full");
+    std::fs::create_dir(&full).unwrap();
+    std::fs::write(full.join("notes.txt"), "mine").unwrap();
+    for to in [&file, &full] {
+        let out = Command::new(env!("CARGO_BIN_EXE_llm-auction"))
+            .args(["model", "export", "--to", to.to_str().unwrap()])
+            .env("LLM_AUCTION_HOME", dir.path().join("empty-cache"))
+            .env("LLM_AUCTION_PYTHON", "/nonexistent/python3")
+            .output()
+            .unwrap();
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.starts_with("error: --to"), "{err}");
+        assert!(!err.contains("pip"), "{err}");
+    }
+    assert!(
+        !dir.path().join("empty-cache/models").exists(),
+        "nothing was fetched"
+    );
+}

@@ -119,10 +119,18 @@ pub struct TextTokenizer {
 impl TextTokenizer {
     /// Loads a HuggingFace `tokenizer.json` file.
     pub fn from_file(path: &Path) -> Result<Self, TokenizerError> {
-        let inner = Tokenizer::from_file(path).map_err(|e| TokenizerError::Load {
+        let load = |message: String| TokenizerError::Load {
             path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| load(e.to_string()))?;
+        // The tokenizers crate panics (rather than erring) on some malformed JSON inside its
+        // sections (found by fuzzing: a syntax error within "decoder"); well-formed JSON first.
+        serde_json::from_str::<serde::de::IgnoredAny>(&text)
+            .map_err(|e| load(format!("not valid JSON: {e}")))?;
+        let inner: Tokenizer = text
+            .parse()
+            .map_err(|e: tokenizers::Error| load(e.to_string()))?;
         let mut special_ids: Vec<u32> = inner
             .get_added_tokens_decoder()
             .into_iter()

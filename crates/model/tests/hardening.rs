@@ -280,3 +280,17 @@ fn runaway_templates_stop_with_an_error() {
     let ok = render(CHAT_TEMPLATE, "hello").unwrap();
     assert!(ok.contains("hello"));
 }
+
+#[test]
+fn a_syntax_error_inside_tokenizer_json_is_an_error_not_a_panic() {
+    // Found by the model_hf fuzz target: the tokenizers crate panicked ("Helper: Error(expected
+    // ident)") on a JSON syntax error inside the "decoder" section.
+    let (dir, _) = tiny_chat_model();
+    let path = dir.path().join("tokenizer.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let at = text.find("\"decoder\":{").expect("a decoder section") + "\"decoder\":{".len();
+    let broken = format!("{}\"type\":\"ByteLevel\",x{}", &text[..at], &text[at..]);
+    std::fs::write(&path, broken).unwrap();
+    let e = message(load(dir.path()));
+    assert!(e.contains("tokenizer") && e.contains("JSON"), "{e}");
+}
