@@ -465,7 +465,7 @@ fn vllm_refuses_user_text_holding_a_control_token() {
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("<|im_end|>") && e.contains("control token"),
+        (e.contains("<|im_end|>") || e.contains("<|im_start|>")) && e.contains("control token"),
         "{e}"
     );
     let plain = "How do I bake cookies?";
