@@ -1,14 +1,18 @@
-//! Project automation. `cargo xtask verify [--cases N]` runs the mechanism crate's property proofs
-//! (`crates/mechanism/tests/lemmas`) in release mode with `N` base cases and prints one row per
-//! property of `math.md` §3: id, property, source, cases, result. It exits non-zero if any property
-//! fails or is missing. `cargo xtask bench-peers` measures our forward pass beside llama.cpp
-//! (`peers.rs`).
+//! Project automation. `cargo xtask verify [--cases N] [--seed S]` runs the mechanism crate's
+//! property proofs (`crates/mechanism/tests/lemmas`) in release mode with `N` base cases and prints
+//! one row per property of `math.md` §3: id, property, source, cases, result. The expected ids are
+//! read from the proofs' catalog (`catalog.rs`); it exits non-zero, naming them, if any property
+//! fails, did not run, or is not in the catalog. Without `--seed` every run draws a fresh proptest
+//! seed and prints it, so a failure can be replayed with `--seed`; failing cases also persist in
+//! `crates/mechanism/tests/lemmas/*.proptest-regressions`, replayed first by every later run.
+//! `cargo xtask bench-peers` measures our forward pass beside llama.cpp (`peers.rs`).
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 mod peers;
 
@@ -26,7 +30,7 @@ enum Cmd {
         /// Base number of proptest cases per property (statistical properties run a fraction).
         #[arg(long, default_value_t = 10_000)]
         cases: u32,
-        /// Proptest RNG seed (default: the fixed seed in the test suite).
+        /// Proptest RNG seed (default: a fresh random seed, printed so the run can be replayed).
         #[arg(long)]
         seed: Option<u64>,
     },
@@ -101,7 +105,67 @@ fn sort_key(id: &str) -> (char, u32) {
     )
 }
 
+/// The proof suite's catalog of properties, the source of the expected ids.
+const CATALOG_RS: &str = include_str!("../../crates/mechanism/tests/lemmas/catalog.rs");
+
+/// The ids of the catalog's entries: the first string literal after each `p(` call.
+fn catalog_ids(src: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut rest = src;
+    while let Some(pos) = rest.find("p(") {
+        rest = &rest[pos + 2..];
+        let after = rest.trim_start();
+        if let Some(lit) = after.strip_prefix('"')
+            && let Some(end) = lit.find('"')
+            && !lit[..end].is_empty()
+            && lit[..end].is_ascii()
+            && property_id(&lit[..end]).as_deref() == Some(&lit[..end])
+        {
+            ids.push(lit[..end].to_string());
+        }
+    }
+    ids
+}
+
+/// A fresh seed: std's per-process random hasher keys, mixed with the clock.
+fn fresh_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    h.write_u128(now);
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+/// Where the proofs persist failing cases (`support::config`: next to each test source).
+fn regressions_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/mechanism/tests/lemmas");
+    std::fs::canonicalize(&dir).unwrap_or(dir)
+}
+
+/// `*.proptest-regressions` files in the proofs' directory with their sizes.
+fn regression_files() -> BTreeMap<PathBuf, u64> {
+    let Ok(dir) = std::fs::read_dir(regressions_dir()) else {
+        return BTreeMap::new();
+    };
+    dir.filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "proptest-regressions"))
+        .filter_map(|p| Some((p.clone(), std::fs::metadata(&p).ok()?.len())))
+        .collect()
+}
+
 fn verify(cases: u32, seed: Option<u64>) -> Result<bool> {
+    let expected = catalog_ids(CATALOG_RS);
+    if expected.is_empty() {
+        bail!("no property ids found in crates/mechanism/tests/lemmas/catalog.rs");
+    }
+    let seed = seed.unwrap_or_else(fresh_seed);
+    let replay = format!("cargo xtask verify --cases {cases} --seed {seed}");
+    let regressions_before = regression_files();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.args([
@@ -114,12 +178,13 @@ fn verify(cases: u32, seed: Option<u64>) -> Result<bool> {
     ])
     .args(["--", "--nocapture", "--test-threads", "2"])
     .env("LLM_AUCTION_CASES", cases.to_string())
-    .env_remove("PROPTEST_CASES");
-    match seed {
-        Some(s) => cmd.env("PROPTEST_RNG_SEED", s.to_string()),
-        None => cmd.env_remove("PROPTEST_RNG_SEED"),
-    };
-    eprintln!("xtask verify: {cases} base cases per property (release build; this takes a while)");
+    .env("PROPTEST_RNG_SEED", seed.to_string())
+    .env_remove("PROPTEST_CASES")
+    .env_remove("PROPTEST_DISABLE_FAILURE_PERSISTENCE");
+    eprintln!(
+        "xtask verify: {cases} base cases per property, proptest seed {seed} (replay: {replay}); \
+         release build, this takes a while"
+    );
     let start = Instant::now();
     let out = cmd.output().context("failed to run cargo test")?;
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -166,6 +231,10 @@ fn verify(cases: u32, seed: Option<u64>) -> Result<bool> {
         eprintln!("{stdout}\n{stderr}");
         bail!("no property results were found; did the test binary build?");
     }
+    // Every catalog id gets a row, so a property whose test did not run shows as MISSING.
+    for id in &expected {
+        rows.entry(id.clone()).or_default();
+    }
 
     let mut ids: Vec<&String> = rows.keys().collect();
     ids.sort_by_key(|id| sort_key(id));
@@ -175,11 +244,17 @@ fn verify(cases: u32, seed: Option<u64>) -> Result<bool> {
     );
     println!("{}", "-".repeat(96));
     let mut all_ok = out.status.success() && stray_failures.is_empty();
+    let (mut missing, mut uncatalogued) = (Vec::new(), Vec::new());
     for id in ids {
         let row = &rows[id];
         let result = if row.tests.is_empty() {
             all_ok = false;
+            missing.push(id.as_str());
             "MISSING (no test ran)"
+        } else if !expected.contains(id) {
+            all_ok = false;
+            uncatalogued.push(id.as_str());
+            "MISSING (not in catalog)"
         } else if row.property.is_empty() {
             all_ok = false;
             "MISSING (not in catalog)"
@@ -203,11 +278,37 @@ fn verify(cases: u32, seed: Option<u64>) -> Result<bool> {
         .filter(|r| !r.tests.is_empty() && r.tests.iter().all(|t| t.1))
         .count();
     println!(
-        "{passed} of {} properties pass ({:.0} s)",
+        "{passed} of {} properties pass ({:.0} s, seed {seed})",
         rows.len(),
         start.elapsed().as_secs_f64()
     );
+    if !missing.is_empty() {
+        println!(
+            "properties that did not run: {} (expected from catalog.rs: {})",
+            missing.join(", "),
+            expected.len()
+        );
+    }
+    if !uncatalogued.is_empty() {
+        println!(
+            "tests named after ids that are not in catalog.rs: {}",
+            uncatalogued.join(", ")
+        );
+    }
+    let regressions_after = regression_files();
+    let grown: Vec<&PathBuf> = regressions_after
+        .iter()
+        .filter(|(p, len)| regressions_before.get(*p).is_none_or(|before| before < len))
+        .map(|(p, _)| p)
+        .collect();
+    for p in &grown {
+        println!(
+            "proptest saved failing seeds in {}: commit it, every later run replays them",
+            p.display()
+        );
+    }
     if !all_ok {
+        println!("replay this run: {replay}");
         // Show the failing tests' output (proptest prints the minimal failing input there).
         for block in stdout.split("\n---- ").skip(1) {
             println!(
@@ -220,4 +321,28 @@ fn verify(cases: u32, seed: Option<u64>) -> Result<bool> {
         }
     }
     Ok(all_ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn catalog_ids_are_the_proofs_properties() {
+        let ids = catalog_ids(CATALOG_RS);
+        let expected: Vec<String> = (1..=18)
+            .map(|k| format!("M{k}"))
+            .chain((1..=15).map(|k| format!("T{k}")))
+            .collect();
+        assert_eq!(ids, expected);
+        assert_eq!(
+            catalog_ids("const fn p(id: &str) {}\n    p(\n        \"M2\",\n x)\n p(\"junk\")"),
+            ["M2"]
+        );
+    }
+
+    #[test]
+    fn fresh_seeds_differ() {
+        assert_ne!(fresh_seed(), fresh_seed());
+    }
 }

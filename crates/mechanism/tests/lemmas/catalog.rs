@@ -86,11 +86,16 @@ pub const CATALOG: &[Prop] = &[
     ),
     p(
         "M12",
-        "single advertiser competes with pi_ref",
-        "math.md 2.5 (derived)",
+        "single advertiser: p = Rochet integral > 0",
+        "math.md 2.5 / SCS25 Thm 5.1",
         1,
     ),
-    p("M13", "revenue >= 0", "math.md 2.5 (derived)", 1),
+    p(
+        "M13",
+        "payments = Rochet integrals; revenue >= 0",
+        "SCS25 Thm 5.1, Eq. 10 / 13",
+        1,
+    ),
     p(
         "M14",
         "candidate permutation equivariance",
@@ -99,22 +104,27 @@ pub const CATALOG: &[Prop] = &[
     ),
     p(
         "M15",
-        "convergence to pi_r as M grows (exact)",
+        "E[alloc] -> pi_r at rate 1/M (random spaces)",
         "SCS25 Thm 4.1 / 4.3",
-        u32::MAX,
+        20,
     ),
     p(
         "M16",
-        "J(pi_r) = tau log E_ref exp(r/tau)",
-        "SCS25 Eq. 1-2 (derived)",
+        "J(pi_r) = max J (direct maximisation)",
+        "SCS25 Eq. 1-2",
         1,
     ),
-    p("M17", "rewards from LLM log-probs", "SCS25 Eq. 11 / 17", 1),
+    p(
+        "M17",
+        "Eq. 11 rewards make pi_i the KL optimum",
+        "SCS25 Eq. 11 / 17, Eq. 2",
+        1,
+    ),
     p(
         "M18",
-        "seeded draw is deterministic, uses pi only",
+        "seeded draw: reproducible, frequencies = pi",
         "math.md 3.1",
-        1,
+        4,
     ),
     p(
         "T1",
@@ -154,7 +164,7 @@ pub const CATALOG: &[Prop] = &[
     ),
     p(
         "T7",
-        "log-linear = softmax of weighted logits",
+        "log-linear = normalised geometric mean",
         "math.md 1.5 (derived)",
         1,
     ),
@@ -178,9 +188,9 @@ pub const CATALOG: &[Prop] = &[
     ),
     p(
         "T11",
-        "second price: 0 <= z <= b, z = theta",
+        "second price = bisected critical bid",
         "math.md 1.4 (Myerson)",
-        1,
+        2,
     ),
     p(
         "T12",
@@ -202,9 +212,9 @@ pub const CATALOG: &[Prop] = &[
     ),
     p(
         "T15",
-        "spend = sum of per-token payments; replay",
-        "math.md 1.4",
-        1,
+        "E[spend] = sum of Myerson payments; replay",
+        "math.md 1.4 (Myerson)",
+        20,
     ),
 ];
 
