@@ -244,9 +244,15 @@ impl Mosaic {
         }
         let mut prefix = vec![0.0; m];
         for i in 0..n {
-            let beta: Vec<f64> = (0..m)
-                .map(|j| prefix[j] + suffix[i * m + j] + lw[j])
-                .collect();
+            // An agent with zero rewards leaves the scores unchanged: β_{-i} is then `total` bit
+            // for bit, so it pays and gains exactly 0 (Lemma 5.2), whatever the summation order.
+            let beta: Vec<f64> = if rewards.row(i).iter().all(|&r| r == 0.0) {
+                total.clone()
+            } else {
+                (0..m)
+                    .map(|j| prefix[j] + suffix[i * m + j] + lw[j])
+                    .collect()
+            };
             finite_scores(&beta)?;
             let lse_beta = log_sum_exp(&beta);
             let expected: f64 = allocation
