@@ -116,6 +116,16 @@ pub struct TextTokenizer {
     special_ids: Vec<u32>,
 }
 
+/// The ids of `text` under `tokenizer`, nothing added.
+fn encode_with(tokenizer: &Tokenizer, text: &str) -> Result<Vec<u32>, TokenizerError> {
+    let encoding = tokenizer
+        .encode_fast(text, false)
+        .map_err(|e| TokenizerError::Encode {
+            message: e.to_string(),
+        })?;
+    Ok(encoding.get_ids().to_vec())
+}
+
 impl TextTokenizer {
     /// Loads a HuggingFace `tokenizer.json` file.
     pub fn from_file(path: &Path) -> Result<Self, TokenizerError> {
@@ -280,13 +290,7 @@ impl TextTokenizer {
     /// `<|im_end|>`) becomes ordinary tokens, never the control token, so a query cannot forge a
     /// turn of the chat template. No tokens are added.
     pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
-        let encoding = self
-            .plain
-            .encode_fast(text, false)
-            .map_err(|e| TokenizerError::Encode {
-                message: e.to_string(),
-            })?;
-        Ok(encoding.get_ids().to_vec())
+        encode_with(&self.plain, text)
     }
 
     /// Encodes `text` into token ids.
@@ -294,13 +298,7 @@ impl TextTokenizer {
     /// No BOS/EOS or other tokens are added, but the text of a special token inside
     /// `text` (e.g. `<|im_start|>`) is encoded as that special token.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
-        let encoding = self
-            .inner
-            .encode_fast(text, false)
-            .map_err(|e| TokenizerError::Encode {
-                message: e.to_string(),
-            })?;
-        Ok(encoding.get_ids().to_vec())
+        encode_with(&self.inner, text)
     }
 
     /// Decodes token ids into text, keeping the text of special tokens.

@@ -84,21 +84,25 @@ pub fn chat_turn(http: &Http, system: &str, user: &str) -> crate::error::Result<
 
 /// Token ids of `text` (special-token text recognised, nothing added).
 pub fn encode(http: &Http, text: &str, vocab: usize) -> crate::error::Result<Vec<u32>> {
-    let (url, v) = http.post(
-        "/tokenize",
-        &json!({"content": text, "add_special": false, "parse_special": true}),
-    )?;
-    json::get(&v, "tokens")
-        .and_then(|t| json::tokens(t, "tokens", vocab))
-        .map_err(|m| http.error(&url, m))
+    tokenize(http, text, vocab, true)
 }
 
 /// Token ids of user-supplied `text` as plain text (`parse_special: false`: special-token text is
 /// encoded as ordinary characters), nothing added.
 pub fn encode_plain(http: &Http, text: &str, vocab: usize) -> crate::error::Result<Vec<u32>> {
+    tokenize(http, text, vocab, false)
+}
+
+/// `/tokenize` of `text`, nothing added; `parse_special` reads special-token text as the token.
+fn tokenize(
+    http: &Http,
+    text: &str,
+    vocab: usize,
+    parse_special: bool,
+) -> crate::error::Result<Vec<u32>> {
     let (url, v) = http.post(
         "/tokenize",
-        &json!({"content": text, "add_special": false, "parse_special": false}),
+        &json!({"content": text, "add_special": false, "parse_special": parse_special}),
     )?;
     json::get(&v, "tokens")
         .and_then(|t| json::tokens(t, "tokens", vocab))
