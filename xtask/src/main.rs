@@ -1,6 +1,6 @@
 //! Project automation. `cargo xtask verify [--cases N] [--seed S]` runs the mechanism crate's
 //! property proofs (`crates/mechanism/tests/lemmas`) in release mode with `N` base cases and prints
-//! one row per property of `math.md` §3: id, property, source, cases, result. The expected ids are
+//! one row per property of `docs/mechanisms.md` §3: id, property, source, cases, result. The expected ids are
 //! read from the proofs' catalog (`catalog.rs`); it exits non-zero, naming them, if any property
 //! fails, did not run, or is not in the catalog. Without `--seed` every run draws a fresh proptest
 //! seed and prints it, so a failure can be replayed with `--seed`; failing cases also persist in
@@ -15,6 +15,7 @@ use std::process::{Command, ExitCode};
 use std::time::{Instant, SystemTime};
 
 mod peers;
+mod tidy;
 
 #[derive(Parser)]
 #[command(name = "xtask")]
@@ -34,6 +35,9 @@ enum Cmd {
         #[arg(long)]
         seed: Option<u64>,
     },
+    /// Checks no compiler makes: cited docs and sections exist, the property catalog matches
+    /// docs/mechanisms.md §3, source files stay small (`tidy.rs`).
+    Tidy,
     /// Our forward pass side by side with llama.cpp on this machine (docs/performance.md): builds
     /// llama.cpp's benchmarks once into target/peers, then interleaves the runs and prints a table.
     BenchPeers {
@@ -72,6 +76,14 @@ fn main() -> ExitCode {
 fn run() -> Result<bool> {
     match Cli::parse().command {
         Cmd::Verify { cases, seed } => verify(cases, seed),
+        Cmd::Tidy => {
+            let problems = tidy::check(&tidy::repo_root());
+            for p in &problems {
+                eprintln!("{p}");
+            }
+            eprintln!("xtask tidy: {} problem(s)", problems.len());
+            Ok(problems.is_empty())
+        }
         Cmd::BenchPeers {
             rounds,
             threads,

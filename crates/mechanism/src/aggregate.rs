@@ -1,4 +1,4 @@
-//! Bid-weighted aggregation of the agents' next-token distributions (\[DMPXZ24\], `math.md` §1.5).
+//! Bid-weighted aggregation of the agents' next-token distributions (\[DMPXZ24\], `docs/mechanisms.md` §1.1).
 //!
 //! Symbols: `b_i → bids[i]`, `w_i = b_i / Σ_j b_j → weights[i]`, `q_i(t) → dists[i].probs()[t]`,
 //! `z_i → logits[i]`.
@@ -90,10 +90,17 @@ impl Bids {
     /// The same bids with agent `i`'s bid replaced by `b` (for threshold and monotonicity checks).
     ///
     /// # Errors
-    /// As [`Bids::new`].
+    /// [`Error::OutOfRange`] naming `bids[i]` when there is no agent `i`; otherwise as [`Bids::new`].
     pub fn with_bid(&self, i: usize, b: f64) -> Result<Self> {
         let mut v = self.0.clone();
-        v[i] = b;
+        let Some(slot) = v.get_mut(i) else {
+            return Err(Error::OutOfRange {
+                field: format!("bids[{i}]"),
+                value: i as f64,
+                range: "the agents' indices",
+            });
+        };
+        *slot = b;
         Self::new(v)
     }
 }
@@ -125,7 +132,7 @@ pub(crate) fn check_shapes(dists: &[Distribution], bids: &Bids) -> Result<usize>
     Ok(v)
 }
 
-/// Aggregation `p(q, b)`, `math.md` §1.5: linear `Σ_i w_i q_i` or log-linear `softmax(Σ_i w_i log q_i)`.
+/// Aggregation `p(q, b)`, `docs/mechanisms.md` §1.1: linear `Σ_i w_i q_i` or log-linear `softmax(Σ_i w_i log q_i)`.
 ///
 /// # Errors
 /// Shape errors ([`Error::Empty`], [`Error::LengthMismatch`]); [`Error::DisjointSupports`] when the
@@ -246,6 +253,18 @@ fn from_scores(scores: &[f64]) -> Result<Distribution> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn with_bid_replaces_one_bid_and_names_a_missing_agent() {
+        let b = Bids::new(vec![1.0, 2.0]).unwrap();
+        assert_eq!(
+            b.with_bid(1, 5.0).unwrap().weights(),
+            vec![1.0 / 6.0, 5.0 / 6.0]
+        );
+        let e = b.with_bid(2, 1.0).unwrap_err();
+        assert!(e.to_string().starts_with("bids[2]:"), "{e}");
+        assert!(b.with_bid(0, -1.0).is_err());
+    }
+
     #[test]
     fn weights_of_bids_near_f64_max() {
         // Regression: [1e308, 1e308] gave a null linear aggregate and [0.5, 0.5] log-linear.

@@ -139,7 +139,7 @@ pub fn from_prob_rows(rows: Vec<Vec<f64>>, field: &str) -> Result<Vec<Distributi
 }
 
 /// Inverse-CDF draw over a probability vector (see [`Distribution::inverse_cdf`]); used by both the
-/// token auction and the MOSAIC draw (`math.md` M18: the draw uses only the allocation).
+/// token auction and the MOSAIC draw (M18, `docs/mechanisms.md` §3.1: the draw uses only the allocation).
 pub fn inverse_cdf(probs: &[f64], u: f64) -> usize {
     let mut acc = 0.0;
     let mut last_positive = 0;

@@ -6,7 +6,7 @@
 //! vectors of numbers out.
 //!
 //! * **Token auction** \[DMPXZ24\] (Duetting, Mirrokni, Paes Leme, Xu, Zuo, WWW 2024):
-//!   [`dist::Distribution`], bid-weighted [`aggregate`] (linear and log-linear, §1.5 of `math.md`),
+//!   [`dist::Distribution`], bid-weighted [`aggregate`] (linear and log-linear, §1.1 of `docs/mechanisms.md`),
 //!   stable sampling with critical bids ([`stable`]: the exponential race, construction B, and the
 //!   two-token thresholds, construction C) and per-token payment rules ([`token_auction`]).
 //! * **MOSAIC** \[SCS25\] (Soumalias, Curry, Seuken, NeurIPS 2025): the importance-weighted softmax

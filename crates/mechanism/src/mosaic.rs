@@ -9,7 +9,7 @@
 //!   `C_i = -τ LSE_j(β_{-i,j})` or `C_i = 0` when the offset is off.
 //! * Utility (Lemma 5.5, with offset): `U_i = π·r_i - p_i = τ[LSE(r_i/τ + β_{-i}) - LSE(β_{-i})]
 //!   = τ log Σ_j π^{-i}_j exp(r_{ij}/τ)`. Without the offset, `U_i = τ LSE(r_i/τ + β_{-i})`.
-//! * Welfare (`math.md` §2.5): `SW(S) = τ LSE_j(Σ_{k∈S} r_{kj}/τ + lw_j)`; with the offset
+//! * Welfare (`docs/mechanisms.md` §2.2): `SW(S) = τ LSE_j(Σ_{k∈S} r_{kj}/τ + lw_j)`; with the offset
 //!   `U_i = SW(N) - SW(N∖{i})`, the agent's marginal contribution.
 //!
 //! Truthfulness (Thm 5.1) holds for every fixed candidate set and every `lw`: `π` is the gradient of
@@ -82,6 +82,9 @@ impl RewardMatrix {
     }
 
     /// Agent `i`'s rewards `r_i` over the candidates.
+    ///
+    /// # Panics
+    /// If `i >= self.agents()`, like slice indexing; [`RewardMatrix::rows`] never does.
     pub fn row(&self, i: usize) -> &[f64] {
         &self.data[i * self.m..(i + 1) * self.m]
     }
@@ -344,13 +347,13 @@ fn scores(rewards: &RewardMatrix, set: &[usize], lw: &[f64], tau: f64) -> Vec<f6
 }
 
 /// `SW(S) = τ LSE_j(Σ_{k∈S} r_{kj}/τ + lw_j)`, the estimated optimal regularised welfare of the
-/// agent set `S` on the candidate set (`math.md` §2.5); `lw = None` means Algorithm 1.
+/// agent set `S` on the candidate set (`docs/mechanisms.md` §2.2); `lw = None` means Algorithm 1.
 pub fn social_welfare(rewards: &RewardMatrix, set: &[usize], lw: Option<&[f64]>, tau: f64) -> f64 {
     let zeros = vec![0.0; rewards.candidates()];
     tau * log_sum_exp(&scores(rewards, set, lw.unwrap_or(&zeros), tau))
 }
 
-/// The seeded draw of the returned reply: inverse CDF of `π` on one uniform (`math.md` M18).
+/// The seeded draw of the returned reply: inverse CDF of `π` on one uniform (M18, `docs/mechanisms.md` §3.1).
 pub fn draw_winner<R: Rng + ?Sized>(allocation: &[f64], rng: &mut R) -> usize {
     inverse_cdf(allocation, uniform_open01(rng))
 }

@@ -1,7 +1,7 @@
 //! The platform's objective on a finite outcome space (\[SCS25\] Eq. 1-2).
 //!
 //! `J(π) = E_{y~π}[r(y)] - τ KL(π ‖ π_ref)`, maximised by `π_r(y) = π_ref(y) exp(r(y)/τ) / Z`
-//! (Eq. 2), with optimal value `J(π_r) = τ log E_{π_ref}[exp(r/τ)] = τ log Z` (`math.md` §2.2).
+//! (Eq. 2), with optimal value `J(π_r) = τ log E_{π_ref}[exp(r/τ)] = τ log Z` (`docs/mechanisms.md` §2).
 
 use crate::dist::Distribution;
 use crate::error::{Error, Result};
@@ -72,7 +72,7 @@ pub fn optimal_policy(pi_ref: &Distribution, r: &[f64], tau: f64) -> Result<Dist
     Distribution::from_probs(softmax(&logits), "optimal_policy")
 }
 
-/// The optimal value `J(π_r) = τ log Σ_y π_ref(y) exp(r(y)/τ)` (`math.md` M16).
+/// The optimal value `J(π_r) = τ log Σ_y π_ref(y) exp(r(y)/τ)` (M16, `docs/mechanisms.md` §3.1).
 ///
 /// # Errors
 /// As [`objective`].

@@ -3,7 +3,7 @@
 //! An advertiser whose LLM `π_i` is the KL-regularised optimum for reward `r_i` against `π_ref` has
 //! `r_i(x, y) = τ_i log(π_i(y|x) / π_ref(y|x)) + log Z_i(x)`. The constant `c_i = log Z_i(x)` shifts
 //! the rewards of every candidate equally and changes neither the allocation nor the payment
-//! (`math.md` M10). Sequence log-probabilities are sums of token log-probabilities.
+//! (M10, `docs/mechanisms.md` §3.1). Sequence log-probabilities are sums of token log-probabilities.
 
 use crate::error::{Error, Result};
 

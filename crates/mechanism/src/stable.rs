@@ -1,4 +1,4 @@
-//! Stable sampling and critical bids (\[DMPXZ24\] §4; constructions B and C of `math.md` §1.4).
+//! Stable sampling and critical bids (\[DMPXZ24\] §4; constructions B and C of `docs/mechanisms.md` §1.3).
 //!
 //! A stable sampler is a deterministic map `s(q, b, ω)` of the distributions, the bids and an explicit
 //! seed `ω` such that (1) over `ω` the token has law `p(q, b)`, and (2) for every agent `i`, as `b_i`
@@ -58,7 +58,7 @@ pub struct RaceDraw {
     pub critical_bids: Vec<f64>,
 }
 
-/// The exponential race, construction B of `math.md` §1.4 (stable sampling of linear aggregation).
+/// The exponential race, construction B of `docs/mechanisms.md` §1.3 (stable sampling of linear aggregation).
 ///
 /// # Errors
 /// Shape errors, or [`Error::LengthMismatch`] when the seed has the wrong number of agents.
@@ -125,13 +125,13 @@ pub struct ThresholdDraw {
     pub critical_bids: Vec<Option<f64>>,
 }
 
-/// Two-token stable sampling with closed-form critical bids, construction C of `math.md` §1.4.
+/// Two-token stable sampling with closed-form critical bids, construction C of `docs/mechanisms.md` §1.3.
 ///
 /// With `x_j = q_{j,A}` and `c = u` (linear), or `x_j = log(q_{j,A}/q_{j,B})` and
 /// `c = log(u/(1-u))` (log-linear), the token is A iff `Σ_j b_j (x_j - c) >= 0`. For agent `i`,
 /// with `a_i = x_i - c` and `k = Σ_{j≠i} b_j (x_j - c)`, the outcome is `sign(a_i)`'s token iff
 /// `b_i > θ_i = max(0, -k / a_i)`. This is `θ = (u B' - S)/(q_{iA} - u)` (linear) and
-/// `θ = (ℓ_u B' - S_L)/(L_i - ℓ_u)` (log-linear) of `math.md`, clipped at 0.
+/// `θ = (ℓ_u B' - S_L)/(L_i - ℓ_u)` (log-linear) of `docs/mechanisms.md` §1.3, clipped at 0.
 ///
 /// # Errors
 /// Shape errors; [`Error::SamplerUnavailable`] if `|T| != 2`; [`Error::OutOfRange`] if `u ∉ (0,1)`;

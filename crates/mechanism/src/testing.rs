@@ -1,5 +1,5 @@
 //! Proptest strategies for both mechanisms (feature `testing`), shared by this crate's property proofs
-//! and by downstream test suites. Domains follow `math.md` §3: `n ∈ [1, 6]` agents, `M ∈ [1, 64]`
+//! and by downstream test suites. Domains follow `docs/mechanisms.md` §3: `n ∈ [1, 6]` agents, `M ∈ [1, 64]`
 //! candidates, `|T| ∈ [2, 8]` tokens, `τ = exp(U[-2, 2])` plus tiny `τ = 1e-3`, rewards of scale
 //! `σ = exp(U[-3, 3])` with exact zeros and `±200` extremes (sequence log-ratios), bids in `[0, 10]`
 //! with exact zeros, and distributions from softmaxed logits in `[-30, 30]`, normalised `Exp(1)`

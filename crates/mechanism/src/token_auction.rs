@@ -1,6 +1,6 @@
 //! The token auction of \[DMPXZ24\]: per decoding step, aggregate the agents' next-token distributions
 //! with their bids, draw the token by stable sampling from an explicit seed, and charge per-token
-//! payments. An agent's spend over a sequence is the sum of its per-token payments (`math.md` T15).
+//! payments. An agent's spend over a sequence is the sum of its per-token payments (T15, `docs/mechanisms.md` §3.2).
 //!
 //! Which sampler runs (see [`Sampler::for_input`]):
 //!
@@ -8,7 +8,7 @@
 //! | --- | --- | --- | --- |
 //! | linear | any | exponential race (construction B) | yes: the winner pays `θ_winner` |
 //! | log-linear | 2 | threshold (construction C) | yes: `θ_i` for agents whose side was drawn |
-//! | log-linear | ≥ 3 | inverse CDF on one uniform | **no**: log-linear aggregation is not monotone in the robust (segment) order for 3+ tokens (`math.md` §1.3), so no stable sampler and no critical bid exist; only `first_price` and `none` |
+//! | log-linear | ≥ 3 | inverse CDF on one uniform | **no**: log-linear aggregation is not monotone in the robust (segment) order for 3+ tokens (`docs/mechanisms.md` §1.2), so no stable sampler and no critical bid exist; only `first_price` and `none` |
 //!
 //! Payment rules: [`PaymentRule::SecondPrice`] (critical bid), [`PaymentRule::FirstPrice`] (every agent
 //! pays its bid for every token, the blog's naive rule) and [`PaymentRule::None`].

@@ -1,6 +1,6 @@
-//! The list of properties (`math.md` §3) with their statements, sources and relative cost.
+//! The list of properties (`docs/mechanisms.md` §3) with their statements, sources and relative cost.
 
-/// One property of `math.md` §3.
+/// One property of `docs/mechanisms.md` §3.
 pub struct Prop {
     /// Id, e.g. `M2`.
     pub id: &'static str,
@@ -63,31 +63,31 @@ pub const CATALOG: &[Prop] = &[
     p(
         "M8",
         "0 <= p_i <= (pi - pi^-i).r_i",
-        "math.md 2.5 (derived)",
+        "mechanisms.md §2.2 (derived)",
         1,
     ),
     p(
         "M9",
         "min r <= U_i <= max r, U_i >= pi^-i.r_i",
-        "math.md 2.5 (derived)",
+        "mechanisms.md §2.2 (derived)",
         1,
     ),
     p(
         "M10",
         "shift invariance of allocation and payments",
-        "math.md 2.5 (derived)",
+        "mechanisms.md §2.2 (derived)",
         1,
     ),
     p(
         "M11",
         "U_i = SW(N) - SW(N\\{i})",
-        "math.md 2.5 / v5 offset",
+        "mechanisms.md §2.2 / v5 offset",
         1,
     ),
     p(
         "M12",
         "single advertiser: p = Rochet integral > 0",
-        "math.md 2.5 / SCS25 Thm 5.1",
+        "mechanisms.md §2.2 / SCS25 Thm 5.1",
         1,
     ),
     p(
@@ -123,13 +123,13 @@ pub const CATALOG: &[Prop] = &[
     p(
         "M18",
         "seeded draw: reproducible, frequencies = pi",
-        "math.md 3.1",
+        "mechanisms.md §2.1",
         4,
     ),
     p(
         "T1",
         "aggregates are distributions",
-        "DMPXZ24 (math.md 1.5)",
+        "DMPXZ24 (mechanisms.md §1.1)",
         1,
     ),
     p(
@@ -141,79 +141,79 @@ pub const CATALOG: &[Prop] = &[
     p(
         "T3",
         "linear is robust (segment) monotone",
-        "math.md 1.3 (derived)",
+        "mechanisms.md §1.2 (derived)",
         1,
     ),
     p(
         "T4",
         "monotone for each rule's own KL loss",
-        "math.md 1.5 (derived)",
+        "mechanisms.md §1.1 (derived)",
         1,
     ),
     p(
         "T5",
         "two-token log-linear is robust monotone",
-        "math.md 1.3 (derived)",
+        "mechanisms.md §1.2 (derived)",
         1,
     ),
     p(
         "T6",
         "aggregates minimise the bid-weighted loss",
-        "DMPXZ24 / math.md 1.5",
+        "DMPXZ24 / mechanisms.md §1.1",
         1,
     ),
     p(
         "T7",
         "log-linear = normalised geometric mean",
-        "math.md 1.5 (derived)",
+        "mechanisms.md §1.1 (derived)",
         1,
     ),
     p(
         "T8",
         "zero bid has no influence; all-zero errors",
-        "math.md 3.2",
+        "mechanisms.md §1.1",
         1,
     ),
     p(
         "T9",
         "stable samplers draw from p(q,b) (2e5 seeds)",
-        "math.md 1.4 B, C",
+        "mechanisms.md §1.3 B, C",
         100,
     ),
     p(
         "T10",
         "stability: at most one switch, toward i",
-        "DMPXZ24 s.4 / math.md 1.4",
+        "DMPXZ24 s.4 / mechanisms.md §1.3",
         4,
     ),
     p(
         "T11",
         "second price = bisected critical bid",
-        "math.md 1.4 (Myerson)",
+        "mechanisms.md §1.3 (Myerson)",
         2,
     ),
     p(
         "T12",
         "closed-form thresholds = bisection",
-        "math.md 1.4 C",
+        "mechanisms.md §1.3 C",
         1,
     ),
     p(
         "T13",
         "Myerson expected payment (4e5 seeds)",
-        "math.md 1.4 B",
+        "mechanisms.md §1.3 B",
         200,
     ),
     p(
         "T14",
         "bidding one's value is optimal",
-        "math.md 1.4 (derived)",
+        "mechanisms.md §1.3 (derived)",
         4,
     ),
     p(
         "T15",
         "E[spend] = sum of Myerson payments; replay",
-        "math.md 1.4 (Myerson)",
+        "mechanisms.md §1.3 (Myerson)",
         20,
     ),
 ];

@@ -1,4 +1,4 @@
-//! Property proofs of both mechanisms: one proptest per property of `math.md` §3 (M1-M18 for MOSAIC,
+//! Property proofs of both mechanisms: one proptest per property of `docs/mechanisms.md` §3 (M1-M18 for MOSAIC,
 //! T1-T15 for the token auction), each named after its id and citing its source.
 //!
 //! `cargo test` runs them with a small case count (`LLM_AUCTION_CASES`, default 64; statistical

@@ -1,4 +1,4 @@
-//! MOSAIC properties M1-M18 (`math.md` §3.1). Tolerances as stated there: `≈` is
+//! MOSAIC properties M1-M18 (`docs/mechanisms.md` §3.1). Tolerances as stated there: `≈` is
 //! `|a - b| <= 1e-9 · s` with `s = 1 + max |input|`; inequalities get `1e-12 · s` slack.
 
 use crate::support::{
@@ -211,7 +211,7 @@ proptest! {
 
 proptest! {
     #![proptest_config(config("M8"))]
-    /// M8 (`math.md` §2.5): `-1e-12 s <= p_i <= (π - π^{-i})·r_i + 1e-12 s`.
+    /// M8 (`docs/mechanisms.md` §2.2): `-1e-12 s <= p_i <= (π - π^{-i})·r_i + 1e-12 s`.
     #[test]
     fn m08_payment_bounds((c, i) in case_and_agent()) {
         let out = run(&c, &c.rewards, true);
@@ -224,7 +224,7 @@ proptest! {
 
 proptest! {
     #![proptest_config(config("M9"))]
-    /// M9 (`math.md` §2.5): `min_j r_ij - ε <= U_i <= max_j r_ij + ε` and `U_i >= π^{-i}·r_i - ε`,
+    /// M9 (`docs/mechanisms.md` §2.2): `min_j r_ij - ε <= U_i <= max_j r_ij + ε` and `U_i >= π^{-i}·r_i - ε`,
     /// `ε = 1e-12 s`.
     #[test]
     fn m09_utility_bounds((c, i) in case_and_agent()) {
@@ -240,7 +240,7 @@ proptest! {
 
 proptest! {
     #![proptest_config(config("M10"))]
-    /// M10 (`math.md` §2.5): `r_i → r_i + c·1` leaves `π` and `p_i` unchanged and raises `U_i` by
+    /// M10 (`docs/mechanisms.md` §2.2): `r_i → r_i + c·1` leaves `π` and `p_i` unchanged and raises `U_i` by
     /// `c`; shifting another agent changes neither `π`, `p_i` nor `U_i`. (The shifted input is itself
     /// rounded at `ulp(c)`, so `π` is compared within `1e-12 ·` the logit scale.)
     #[test]
@@ -276,7 +276,7 @@ proptest! {
 
 proptest! {
     #![proptest_config(config("M11"))]
-    /// M11 (`math.md` §2.5, the v5 "social welfare offset"): `U_i = SW(N) - SW(N∖{i})` with
+    /// M11 (`docs/mechanisms.md` §2.2, the v5 "social welfare offset"): `U_i = SW(N) - SW(N∖{i})` with
     /// `SW(S) = τ LSE_j(Σ_{k∈S} r_kj/τ + lw_j)`, computed independently.
     #[test]
     fn m11_utility_is_marginal_contribution((c, i) in case_and_agent()) {
@@ -304,7 +304,7 @@ proptest! {
 
 proptest! {
     #![proptest_config(config("M12"))]
-    /// M12 (`math.md` §2.5, the baseline special case): with `π_gen = π_ref` (Alg. 2 given equal
+    /// M12 (`docs/mechanisms.md` §2.2, the baseline special case): with `π_gen = π_ref` (Alg. 2 given equal
     /// log-probabilities) a single advertiser faces the ad-free baseline. Oracles computed here
     /// from the allocation rule alone: the allocation is `softmax(r/τ)` (within `1e-12`), and the
     /// payment is the Rochet payment `p = π·r - ∫_0^1 softmax(t r/τ)·r dt` (quadrature,
@@ -345,7 +345,7 @@ proptest! {
 
 proptest! {
     #![proptest_config(config("M13"))]
-    /// M13 (`math.md` §2.5; \[SCS25\] Thm 5.1, Eq. 10 / 13): every payment is the Rochet payment
+    /// M13 (`docs/mechanisms.md` §2.2; \[SCS25\] Thm 5.1, Eq. 10 / 13): every payment is the Rochet payment
     /// computed by quadrature from the allocation rule alone, varying agent `i`'s report along
     /// `t·r_i`, `t ∈ [0, 1]`: `p_i = π·r_i - ∫_0^1 π(t r_i)·r_i dt - U_i(0)` with `U_i(0) = 0` with
     /// the offset (Lemma 5.2) and `τ LSE(β_{-i})` without (Eq. 10 with `C = 0`), within `1e-9 s`.
@@ -643,7 +643,7 @@ proptest! {
     }
 }
 
-/// M15's oracle on the pinned toy of `math.md` (`π_ref = (0.5, 0.3, 0.2)`, `π_gen = (0.2, 0.3,
+/// M15's oracle on the pinned toy of `docs/mechanisms.md` §2.1 (`π_ref = (0.5, 0.3, 0.2)`, `π_gen = (0.2, 0.3,
 /// 0.5)`, `r = (0, 1, 2)`, `τ = 1`): `TV(P_M, π_r)` at `M = 1, 4, 16, 64, 256` matches the table
 /// computed there by exact enumeration (Alg. 2: 0.0291 … 0.00011; Alg. 1: 0.329 … 0.0019) within
 /// 3 % (+`5e-6`), which cross-checks [`Toy::expected_allocation`] against an independent method.

@@ -1,4 +1,4 @@
-//! Token-auction properties T1-T15 (`math.md` §3.2).
+//! Token-auction properties T1-T15 (`docs/mechanisms.md` §3.2).
 
 use crate::support::{LOG_2_OVER_ALPHA, Moments, config, integrate, report_fixed, softmax};
 use llm_auction_mechanism::aggregate::{Aggregation, Bids, aggregate, log_linear_from_logits};
@@ -86,7 +86,7 @@ fn t02_blog_example() {
 
 proptest! {
     #![proptest_config(config("T3"))]
-    /// T3 (`math.md` §1.3): linear aggregation is monotone in the robust (segment) order: for
+    /// T3 (`docs/mechanisms.md` §1.2): linear aggregation is monotone in the robust (segment) order: for
     /// `b_i <= b_i'`, `p' = (1-λ) p + λ q_i` with residual `<= 1e-12` and `λ ∈ [-1e-12, 1 + 1e-12]`
     /// (skipped when `‖q_i - p‖ <= 1e-9`), and `(p'_t - p_t)(q_it - p_t) >= -1e-15` for every token.
     #[test]
@@ -113,7 +113,7 @@ proptest! {
 
 proptest! {
     #![proptest_config(config("T4"))]
-    /// T4 (`math.md` §1.5): each rule is monotone for its own loss: `KL(p(b_i') ‖ q_i)` (log-linear)
+    /// T4 (`docs/mechanisms.md` §1.1): each rule is monotone for its own loss: `KL(p(b_i') ‖ q_i)` (log-linear)
     /// and `KL(q_i ‖ p(b_i'))` (linear) do not increase when `b_i` rises (slack `1e-12 (1 + KL)`).
     #[test]
     fn t04_monotone_for_own_kl_loss((c, i) in case_and_agent(full_support_token_case(1..=6, 2..=8)), extra in 0.0f64..10.0) {
@@ -143,7 +143,7 @@ fn off_segment(p: &[f64], pp: &[f64], q: &[f64]) -> f64 {
 
 proptest! {
     #![proptest_config(config("T5"))]
-    /// T5 (`math.md` §1.3): with two tokens, log-linear aggregation is robust-monotone: `p_A` moves
+    /// T5 (`docs/mechanisms.md` §1.2): with two tokens, log-linear aggregation is robust-monotone: `p_A` moves
     /// toward `q_{i,A}` as `b_i` rises. (With 3+ tokens there is no such guarantee; a pinned instance
     /// below leaves the segment by more than 0.01 — the documented limitation, not a bug.)
     #[test]
@@ -193,7 +193,7 @@ fn weighted_loss(dists: &[Distribution], b: &[f64], p: &Distribution, agg: Aggre
 
 proptest! {
     #![proptest_config(config("T6"))]
-    /// T6 (`math.md` §1.5): the linear aggregate minimises `Σ b_i KL(q_i ‖ p)` and the log-linear one
+    /// T6 (`docs/mechanisms.md` §1.1): the linear aggregate minimises `Σ b_i KL(q_i ‖ p)` and the log-linear one
     /// `Σ b_i KL(p ‖ q_i)`: feasible perturbations `(1-ε) p + ε r` never lower the loss by more than
     /// `1e-12 (1 + loss)`.
     #[test]
@@ -215,7 +215,7 @@ proptest! {
 
 /// The normalised geometric mean `p(t) = Π_i q_i(t)^{w_i} / Σ_t' Π_i q_i(t')^{w_i}`, `w_i = b_i / Σ b`,
 /// of `q_i = softmax(z_i)` (the test's own softmax), in product space: the definition of
-/// log-linear aggregation (`math.md` §1.5), sharing nothing with the crate's log-space code.
+/// log-linear aggregation (`docs/mechanisms.md` §1.1), sharing nothing with the crate's log-space code.
 fn geometric_mean(logits: &[Vec<f64>], b: &[f64]) -> Vec<f64> {
     let total: f64 = b.iter().sum();
     let q: Vec<Vec<f64>> = logits.iter().map(|z| softmax(z)).collect();
@@ -235,7 +235,7 @@ fn geometric_mean(logits: &[Vec<f64>], b: &[f64]) -> Vec<f64> {
 
 proptest! {
     #![proptest_config(config("T7"))]
-    /// T7 (`math.md` §1.5): log-linear aggregation is the normalised geometric mean of the agents'
+    /// T7 (`docs/mechanisms.md` §1.1): log-linear aggregation is the normalised geometric mean of the agents'
     /// distributions, computed here in product space ([`geometric_mean`]): both
     /// `log_linear_from_logits` (raw logits, also after adding a constant to one agent's logits)
     /// and `aggregate(LogLinear)` of the softmaxed logits match it within `1e-12` absolute and
@@ -315,7 +315,7 @@ const T9_DRAWS: u64 = 200_000;
 
 proptest! {
     #![proptest_config(config("T9"))]
-    /// T9 (`math.md` §1.4): over `2e5` seeds the stable samplers' token frequencies match `p(q, b)`
+    /// T9 (`docs/mechanisms.md` §1.3): over `2e5` seeds the stable samplers' token frequencies match `p(q, b)`
     /// within 5σ per token: the race (construction B, linear, n agents) and the threshold sampler
     /// (construction C, two tokens, both rules).
     #[test]
@@ -372,7 +372,7 @@ fn switches<T: PartialEq + Copy>(xs: &[T]) -> (usize, Option<T>) {
 
 proptest! {
     #![proptest_config(config("T10"))]
-    /// T10 (stability, \[DMPXZ24\] §4 / `math.md` §1.4): for a fixed seed, others' bids and agent `i`,
+    /// T10 (stability, \[DMPXZ24\] §4 / `docs/mechanisms.md` §1.3): for a fixed seed, others' bids and agent `i`,
     /// sweeping `b_i` over a fine grid (and `θ_i ± 1e-9 s`) changes the race winner and the token at
     /// most once, and after the change the draw is `i`'s; likewise for the two-token threshold
     /// sampler under both rules.
@@ -450,7 +450,7 @@ fn critical_bid_by_search(b: &[f64], i: usize, wins: impl Fn(f64) -> bool) -> Op
 
 proptest! {
     #![proptest_config(config("T11"))]
-    /// T11 (Myerson threshold payments, `math.md` §1.4): the critical bid is found here by bisection
+    /// T11 (Myerson threshold payments, `docs/mechanisms.md` §1.3): the critical bid is found here by bisection
     /// on agent `i`'s bid, replaying `TokenAuction::step` with the same seed and watching only its
     /// outcome (the race winner under construction B, the token under C, both rules), and the
     /// second-price payment must equal it: `z_i = θ_i` when `i` is in its post-switch state at its
@@ -521,7 +521,7 @@ proptest! {
     }
 }
 
-/// T12 (`math.md` §1.4 C): the closed-form two-token thresholds match a bisection on the
+/// T12 (`docs/mechanisms.md` §1.3 C): the closed-form two-token thresholds match a bisection on the
 /// aggregate itself (token A iff `u <= p_A(q, b)`) within `1e-9 (1 + θ)`. Ill-conditioned cases,
 /// where the aggregate moves less than `1e-6` per unit bid at the threshold, are checked in
 /// probability space instead (`|p_A(θ) - u| <= 1e-9`).
@@ -636,7 +636,7 @@ const T13_DRAWS: usize = 400_000;
 
 proptest! {
     #![proptest_config(config("T13"))]
-    /// T13 (`math.md` §1.4 B): the Monte-Carlo mean of the race's second-price payment over `4e5`
+    /// T13 (`docs/mechanisms.md` §1.3 B): the Monte-Carlo mean of the race's second-price payment over `4e5`
     /// seeds is within 5σ of Myerson's `B_{-i} ln(1 + b_i/B_{-i}) - b_i B_{-i}/(b_i + B_{-i})`.
     #[test]
     fn t13_expected_payment_is_myerson(
@@ -644,7 +644,7 @@ proptest! {
         ix in any::<Index>(),
         seed in any::<u64>(),
     ) {
-        // The reference point of math.md.
+        // The reference point of `docs/mechanisms.md` §1.3 (construction B).
         prop_assert!((myerson(1.7, 2.3) - 0.295286).abs() < 1e-6);
         let i = ix.index(b.len());
         let bids = Bids::new(b.clone()).unwrap();
@@ -667,7 +667,7 @@ proptest! {
 
 proptest! {
     #![proptest_config(config("T14"))]
-    /// T14 (`math.md` §1.4): an agent with value `v` per token drawn from its own LLM maximises
+    /// T14 (`docs/mechanisms.md` §1.3): an agent with value `v` per token drawn from its own LLM maximises
     /// `E[v·1{win} - z_i]` by bidding `v`: with common random numbers (2,000 seeds), no bid on a grid
     /// over `[0, 3v]` does better, seed by seed and on average.
     #[test]
@@ -736,7 +736,7 @@ const T15_RUNS: u64 = 2000;
 
 proptest! {
     #![proptest_config(config("T15"))]
-    /// T15 (`math.md` §1.4): payments per token add up to the spend over a sequence, checked
+    /// T15 (`docs/mechanisms.md` §1.3): payments per token add up to the spend over a sequence, checked
     /// against independent expectations: first price, every step charges every agent its bid, so
     /// spend = steps · `b_i` (within `1e-12 ·` steps `· b_i`); second price, the mean spend over
     /// 2,000 replays with fresh seeds is within 6 standard errors plus Bernstein's range term
