@@ -1,22 +1,11 @@
 //! `mosaic` and `token-auction` through the binary: the README's main command on the default model
 //! (twice, same output), its `--json` payments checked against `mechanism mosaic`, and bad input.
 
-use llm_auction_model::config::LlamaConfig;
-use llm_auction_model::testing::{random_weights, tiny_config, write_gguf};
+mod common;
+
+use common::{run, tiny_gguf};
 use std::io::Write;
 use std::process::{Command, Stdio};
-
-fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_llm-auction"))
-        .args(args)
-        .output()
-        .expect("binary runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
-}
 
 const MAIN: [&str; 7] = [
     "mosaic",
@@ -56,12 +45,7 @@ fn readme_main_command_is_deterministic() {
 #[test]
 fn models_file_entries_serve_their_roles() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = LlamaConfig {
-        max_position: 512,
-        ..tiny_config()
-    };
-    let path = dir.path().join("tiny.gguf");
-    write_gguf(&path, &cfg, &random_weights(&cfg, 2, false));
+    let path = tiny_gguf(dir.path(), 512, 2);
     let file = dir.path().join("models.toml");
     std::fs::write(
         &file,
@@ -203,12 +187,7 @@ fn json_payments_match_the_mechanism_cli() {
 #[test]
 fn bad_input_exits_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = LlamaConfig {
-        max_position: 512,
-        ..tiny_config()
-    };
-    let path = dir.path().join("tiny.gguf");
-    write_gguf(&path, &cfg, &random_weights(&cfg, 1, false));
+    let path = tiny_gguf(dir.path(), 512, 1);
     let m = path.to_str().unwrap();
     let long = "word ".repeat(600);
     // Models files: a bad field, an entry that does not exist, a role flag naming nobody.

@@ -1,31 +1,14 @@
 //! `experiment mosaic | plot | token-sweep` through the binary on a tiny model: the grid runs,
 //! resumes without recomputing finished instances, and draws its figures.
 
-use llm_auction_model::config::LlamaConfig;
-use llm_auction_model::testing::{random_weights, tiny_config, write_gguf};
-use std::process::Command;
+mod common;
 
-fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_llm-auction"))
-        .args(args)
-        .output()
-        .expect("binary runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
-}
+use common::{run, tiny_gguf};
 
 #[test]
 fn grid_resumes_and_plots() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = LlamaConfig {
-        max_position: 512,
-        ..tiny_config()
-    };
-    let model = dir.path().join("tiny.gguf");
-    write_gguf(&model, &cfg, &random_weights(&cfg, 2, false));
+    let model = tiny_gguf(dir.path(), 512, 2);
     let data = dir.path().join("instances.json");
     std::fs::write(
         &data,

@@ -1,27 +1,15 @@
 //! `tokenize`, `score` and `generate` through the real binary: on a tiny GGUF model written by the
 //! test (fast, every run), and `score` on the default model with no flags (the acceptance command).
 
-use llm_auction_model::testing::{random_weights, tiny_config, write_gguf};
+mod common;
+
+use common::{run, tiny_gguf};
+use llm_auction_model::testing::tiny_config;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_llm-auction"))
-        .args(args)
-        .output()
-        .expect("binary runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
-}
-
 fn tiny_model(dir: &Path) -> PathBuf {
-    let cfg = tiny_config();
-    let path = dir.join("tiny.gguf");
-    write_gguf(&path, &cfg, &random_weights(&cfg, 5, false));
-    path
+    tiny_gguf(dir, tiny_config().max_position, 5)
 }
 
 fn json(s: &str) -> serde_json::Value {

@@ -1,12 +1,13 @@
-//! A `serve` process for the tests: started on a free loopback port with a tiny random model,
-//! waited on until ready, stopped by its PID.
+//! What the CLI's tests share: the binary run once with arguments, a tiny random GGUF model written
+//! to a folder, and a `serve` process started on a free loopback port, waited on until ready and
+//! stopped by its PID.
 #![allow(dead_code)]
 
 use llm_auction_model::config::LlamaConfig;
 use llm_auction_model::testing::{random_weights, tiny_config, write_gguf};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -125,12 +126,32 @@ pub fn answer(r: Result<ureq::Response, ureq::Error>) -> (u16, Value) {
     (code, v)
 }
 
-pub fn tiny_model(dir: &Path) -> std::path::PathBuf {
+/// Runs the binary with `args`: its exit status (-1 when killed), stdout and stderr.
+pub fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_llm-auction"))
+        .args(args)
+        .output()
+        .expect("binary runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+/// Writes `dir/tiny.gguf`: the tiny test architecture with `max_position` positions and random
+/// weights drawn from `seed`.
+pub fn tiny_gguf(dir: &Path, max_position: usize, seed: u64) -> PathBuf {
     let cfg = LlamaConfig {
-        max_position: 1024,
+        max_position,
         ..tiny_config()
     };
     let path = dir.join("tiny.gguf");
-    write_gguf(&path, &cfg, &random_weights(&cfg, 7, false));
+    write_gguf(&path, &cfg, &random_weights(&cfg, seed, false));
     path
+}
+
+/// The server tests' model: [`tiny_gguf`] with 1024 positions.
+pub fn tiny_model(dir: &Path) -> PathBuf {
+    tiny_gguf(dir, 1024, 7)
 }
