@@ -65,6 +65,15 @@ pub enum EngineError {
         /// The model's error.
         error: Box<EngineError>,
     },
+    /// An error of one item of a list or map the caller gave (`advertisers[2]`).
+    #[error("{field}: {error}")]
+    InField {
+        /// The item, e.g. `advertisers[2]`.
+        field: String,
+        /// Its error.
+        #[source]
+        error: Box<EngineError>,
+    },
     /// A role names a model entry that does not exist or was not instantiated.
     #[error("model {name:?}: {message}")]
     Entry {
@@ -90,8 +99,8 @@ pub enum EngineError {
     /// An auction's input is unusable (e.g. no advertisers).
     #[error("{field}: {message}")]
     Auction {
-        /// The offending input.
-        field: &'static str,
+        /// The offending input (`advertisers[2]`, `advertiser_models.Acme`, `m`).
+        field: String,
         /// What is wrong.
         message: String,
     },

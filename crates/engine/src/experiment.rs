@@ -73,7 +73,7 @@ pub struct AdvertiserSpec {
 /// [`EngineError::Auction`] naming the file and the problem.
 pub fn load_instances(path: &Path) -> Result<Vec<Instance>> {
     let bad = |m: String| EngineError::Auction {
-        field: "instances",
+        field: "instances".into(),
         message: format!("{}: {m}", path.display()),
     };
     let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
@@ -498,7 +498,7 @@ pub struct Store {
 
 fn io_err(path: &Path, e: std::io::Error) -> EngineError {
     EngineError::Auction {
-        field: "out",
+        field: "out".into(),
         message: format!("{}: {e}", path.display()),
     }
 }
@@ -555,7 +555,7 @@ impl Store {
         }
         if has_rows(&results)? && !resume {
             return Err(EngineError::Auction {
-                field: "out",
+                field: "out".into(),
                 message: format!(
                     "{} already holds results; use --resume or another --out",
                     dir.display()
@@ -577,7 +577,7 @@ impl Store {
             };
             if !same(&old, &cfg_text) {
                 return Err(EngineError::Auction {
-                    field: "out",
+                    field: "out".into(),
                     message: format!(
                         "{} holds a run with another configuration (see its config.json)",
                         dir.display()
@@ -609,7 +609,7 @@ impl Store {
                     write_atomic(&path, format!("{header}\n{text}").as_bytes())?;
                 } else if !first.is_empty() && first.trim_end() != header {
                     return Err(EngineError::Auction {
-                        field: "out",
+                        field: "out".into(),
                         message: format!(
                             "{} was written by another version of the runner (its columns differ); use another --out",
                             path.display()
@@ -823,7 +823,7 @@ fn csv_line(r: &Row) -> String {
 /// [`EngineError::Auction`] for a malformed file.
 pub fn read_rows(path: &Path) -> Result<Vec<Row>> {
     let bad = |m: String| EngineError::Auction {
-        field: "results",
+        field: "results".into(),
         message: format!("{}: {m}", path.display()),
     };
     let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;

@@ -17,6 +17,7 @@
 //!   every `M` evaluated on prefixes; resumable CSV results).
 #![deny(missing_docs)]
 
+pub mod auction_input;
 pub mod block;
 pub mod engine;
 pub mod error;

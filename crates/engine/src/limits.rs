@@ -24,10 +24,10 @@ pub const MAX_SWEEP_POINTS: usize = 10_000;
 ///
 /// # Errors
 /// [`EngineError::Auction`].
-pub fn check(field: &'static str, value: usize, max: usize) -> Result<()> {
+pub fn check(field: &str, value: usize, max: usize) -> Result<()> {
     if value > max {
         return Err(EngineError::Auction {
-            field,
+            field: field.into(),
             message: format!("{value} is above the limit of {max}"),
         });
     }

@@ -55,7 +55,7 @@ impl Advertiser {
     /// [`EngineError::Auction`] when there is no colon or either side is empty.
     pub fn parse(s: &str) -> Result<Self> {
         let bad = || EngineError::Auction {
-            field: "advertiser",
+            field: "advertiser".into(),
             message: format!("{s:?} must look like \"Name: description\""),
         };
         let (name, description) = s.split_once(':').ok_or_else(bad)?;
@@ -282,7 +282,12 @@ pub fn generator_system_prompt(ads: &[Advertiser]) -> String {
 /// `τ_i` of the wrong length or not positive, bad sampling parameters, a size above its
 /// [`limits`].
 pub fn check_input(cfg: &MosaicConfig, query: &str, ads: &[Advertiser]) -> Result<Vec<f64>> {
-    let bad = |field, message: String| Err(EngineError::Auction { field, message });
+    let bad = |field: &str, message: String| {
+        Err(EngineError::Auction {
+            field: field.into(),
+            message,
+        })
+    };
     if query.trim().is_empty() {
         return bad("query", "must not be empty".into());
     }
@@ -390,7 +395,7 @@ pub fn run_mosaic(
     let tau_i = check_input(cfg, query, ads)?;
     if models.advertisers.len() != ads.len() {
         return Err(EngineError::Auction {
-            field: "advertiser-model",
+            field: "advertiser-model".into(),
             message: format!(
                 "{} advertiser models for {} advertisers",
                 models.advertisers.len(),
@@ -404,7 +409,7 @@ pub fn run_mosaic(
     };
     if cfg.importance == Importance::Proposal && !sampler.info().proposal_logprobs {
         return Err(EngineError::Auction {
-            field: "importance",
+            field: "importance".into(),
             message: format!(
                 "the generator's model {:?} ({}) does not report the proposal's log-probabilities; \
                  use --importance raw",
@@ -727,7 +732,7 @@ fn no_raw() -> EngineError {
 /// start of [`run_mosaic`] refuses such generators; a backend may still omit them).
 fn no_proposal() -> EngineError {
     EngineError::Auction {
-        field: "importance",
+        field: "importance".into(),
         message: "the generator reported no proposal log-probabilities; use --importance raw"
             .into(),
     }

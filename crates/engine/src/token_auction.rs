@@ -43,7 +43,7 @@ impl Agent {
     /// [`EngineError::Auction`] naming the malformed part.
     pub fn parse(s: &str) -> Result<Self> {
         let bad = |m: &str| EngineError::Auction {
-            field: "agent",
+            field: "agent".into(),
             message: format!("{s:?}: {m}; expected \"Name: description: bid\""),
         };
         let (rest, bid) = s.rsplit_once(':').ok_or_else(|| bad("no bid"))?;
@@ -228,7 +228,7 @@ fn check_vocabularies(agents: &[Agent], models: &AgentModels<'_>) -> Result<()> 
         seen.push(&m.info().name);
         if m.info().vocab_size != first.info().vocab_size || m.vocab_fingerprint()? != reference {
             return Err(EngineError::Auction {
-                field: "agent-model",
+                field: "agent-model".into(),
                 message: format!(
                     "agent {}'s model {:?} has another tokenizer than agent {}'s model {:?} \
                      (vocabularies of {} and {} tokens, or different token ids); the token auction \
@@ -254,25 +254,25 @@ fn prepare(
 ) -> Result<Prepared> {
     if query.trim().is_empty() {
         return Err(EngineError::Auction {
-            field: "query",
+            field: "query".into(),
             message: "must not be empty".into(),
         });
     }
     if agents.is_empty() {
         return Err(EngineError::Auction {
-            field: "agent",
+            field: "agent".into(),
             message: "at least one agent is needed".into(),
         });
     }
     if models.len() != agents.len() {
         return Err(EngineError::Auction {
-            field: "agent-model",
+            field: "agent-model".into(),
             message: format!("{} agent models for {} agents", models.len(), agents.len()),
         });
     }
     if cfg.max_new_tokens == 0 {
         return Err(EngineError::Auction {
-            field: "max_new_tokens",
+            field: "max_new_tokens".into(),
             message: "must be at least 1".into(),
         });
     }
@@ -473,7 +473,7 @@ pub fn lambda_sweep(
     let k = sweep.points;
     if agents.len() != 2 || k < 2 {
         return Err(EngineError::Auction {
-            field: "lambda-sweep",
+            field: "lambda-sweep".into(),
             message: "needs exactly two agents and K >= 2".into(),
         });
     }
