@@ -5,10 +5,12 @@
 //! Fixtures panic on I/O failure, as test fixtures do.
 
 use crate::config::LlamaConfig;
-use crate::gguf::dequant::{dequantize, quantize_q4_0, quantize_q4_1, quantize_q8_0};
+use crate::gguf::dequant::dequantize;
+use crate::gguf::quant::{quantize_q4_0, quantize_q4_1, quantize_q8_0};
 use crate::gguf::writer::GgufWriter;
-use crate::gguf::{GgmlType, MetaValue, permute_rope_rows};
+use crate::gguf::{GgmlType, MetaValue};
 use crate::tokenizer::{GgufTokenizerSpec, TextTokenizer, byte_level_alphabet};
+use crate::weights::permute_rope_rows;
 use crate::weights::{HostTensor, WeightSource, layer_name};
 use crate::{ModelError, Result};
 use rand::{Rng, SeedableRng};

@@ -103,7 +103,7 @@ for_each_backend! {
         for l in 0..cfg.num_layers {
             let name = format!("model.layers.{l}.self_attn.q_proj.weight");
             let t = wrong.get_mut(&name).unwrap();
-            t.data = llm_auction_model::gguf::permute_rope_rows(
+            t.data = llm_auction_model::weights::permute_rope_rows(
                 &t.data,
                 cfg.num_heads,
                 cfg.head_dim,
