@@ -3,7 +3,7 @@
 //! temporary is renamed onto the final path, so a reader sees the old file or the new one, never a
 //! part, and a failed write leaves the final path untouched and no temporary behind.
 //!
-//! Temporaries are named `.<final file name>.<pid>-<n>-<nanos>.tmp` (see [`unique_suffix`]), so
+//! Temporaries are named `.<final file name>.<pid>-<n>-<nanos>.tmp` (`<pid>-<n>-<nanos>` is unique on the machine), so
 //! that one left by a killed process can be recognised by its owner's process id and removed (as
 //! [`crate::fetch`] does for the model cache).
 

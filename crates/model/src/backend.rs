@@ -1,5 +1,5 @@
 //! Backend selection. Exactly one CPU backend is the crate's [`CpuBackend`] (flex when compiled in,
-//! else ndarray); with the `cuda` feature, [`CudaBackend`] is available and [`DeviceChoice`] picks
+//! else ndarray); with the `cuda` feature, `CudaBackend` is available and [`DeviceChoice`] picks
 //! between them at run time. The KV-cache row write is the one operation whose best implementation
 //! differs per backend ([`KvBackend`]).
 

@@ -6,6 +6,7 @@
 //! * [`GgufSource`] — a GGUF file: llama.cpp names (`blk.{i}.attn_q.weight`, ...), dequantised to
 //!   `f32`, with the q/k row permutation of llama.cpp's converter undone.
 
+use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
 use crate::gguf::{GgufError, GgufFile, invalid};
 use crate::mapped::FileBytes;
@@ -36,6 +37,40 @@ pub trait WeightSource {
 /// The Hugging Face name of layer `i`'s tensor `suffix` (e.g. `self_attn.q_proj.weight`).
 pub fn layer_name(i: usize, suffix: &str) -> String {
     format!("model.layers.{i}.{suffix}")
+}
+
+/// Every tensor of a Llama checkpoint of `cfg`, by Hugging Face name, with its shape, in the order
+/// the loader reads them (`lm_head.weight` only when `lm_head`). `cfg` is not validated (see
+/// [`crate::export::hf_tensor_list`]).
+pub fn llama_tensor_list(cfg: &LlamaConfig, lm_head: bool) -> Vec<(String, Vec<usize>)> {
+    let (d, q, kv, f, v) = (
+        cfg.hidden_size,
+        cfg.q_dim(),
+        cfg.kv_dim(),
+        cfg.intermediate_size,
+        cfg.vocab_size,
+    );
+    let mut out = vec![("model.embed_tokens.weight".to_string(), vec![v, d])];
+    for i in 0..cfg.num_layers {
+        for (suffix, shape) in [
+            ("input_layernorm.weight", vec![d]),
+            ("self_attn.q_proj.weight", vec![q, d]),
+            ("self_attn.k_proj.weight", vec![kv, d]),
+            ("self_attn.v_proj.weight", vec![kv, d]),
+            ("self_attn.o_proj.weight", vec![d, q]),
+            ("post_attention_layernorm.weight", vec![d]),
+            ("mlp.gate_proj.weight", vec![f, d]),
+            ("mlp.up_proj.weight", vec![f, d]),
+            ("mlp.down_proj.weight", vec![d, f]),
+        ] {
+            out.push((layer_name(i, suffix), shape));
+        }
+    }
+    out.push(("model.norm.weight".to_string(), vec![d]));
+    if lm_head {
+        out.push(("lm_head.weight".to_string(), vec![v, d]));
+    }
+    out
 }
 
 /// Memory-mapped safetensors shards of a Hugging Face folder.

@@ -21,7 +21,7 @@ mod in_memory;
 pub struct GgufWriter {
     version: u32,
     metadata: Vec<(String, MetaValue)>,
-    /// Tensors held in memory, written by [`GgufWriter::to_bytes`] (test fixtures only).
+    /// Tensors held in memory, written by `GgufWriter::to_bytes` (test fixtures only).
     #[cfg(any(test, feature = "testing"))]
     tensors: Vec<in_memory::PendingTensor>,
 }
@@ -137,11 +137,11 @@ impl GgufWriter {
     /// header (magic through the padding before the data section) and, per
     /// tensor, the absolute offset and length of its bytes. Writing the
     /// header, then for each tensor zero bytes up to its offset followed by
-    /// exactly `len` bytes, gives the same file [`GgufWriter::to_bytes`]
+    /// exactly `len` bytes, gives the same file `GgufWriter::to_bytes`
     /// would.
     ///
     /// Errors with [`GgufError::Invalid`] if tensors were added to this
-    /// writer with [`GgufWriter::add_tensor`] or [`GgufWriter::add_raw_tensor`]
+    /// writer with `GgufWriter::add_tensor` or `GgufWriter::add_raw_tensor`
     /// (a streamed file takes all its tensors from `tensors`), for a tensor
     /// with 0 or more than 4 dimensions, a row length that is not a multiple
     /// of the block size, a byte size that overflows, or a duplicate name; with
