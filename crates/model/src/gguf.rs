@@ -29,6 +29,8 @@ mod types;
 pub mod writer;
 
 pub use file::GgufFile;
+#[cfg(any(test, feature = "testing"))]
+pub use file::read_every_accessor;
 pub use types::{GgmlType, MetaValue, TensorInfo};
 
 use std::path::PathBuf;

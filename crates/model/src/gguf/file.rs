@@ -252,6 +252,28 @@ impl GgufFile {
     }
 }
 
+/// Calls every accessor of `f` on every metadata key and every tensor, discarding the results: the
+/// body of the hostile-input tests and of the `gguf_bytes` fuzz target, which check that nothing
+/// panics or allocates beyond the input's size.
+#[cfg(any(test, feature = "testing"))]
+pub fn read_every_accessor(f: &GgufFile) {
+    let _ = (f.version(), f.alignment(), f.data_offset());
+    for key in f.metadata().keys() {
+        let _ = f.get_str(key);
+        let _ = f.get_u64(key);
+        let _ = f.get_f32(key);
+        let _ = f.get_bool(key);
+        let _ = f.get_str_array(key);
+        let _ = f.get_i64_array(key);
+        let _ = f.get_f32_array(key);
+    }
+    for t in f.tensors() {
+        let _ = (t.shape(), t.n_elements(), f.tensor_info(&t.name));
+        let _ = f.tensor_bytes(&t.name);
+        let _ = f.tensor_f32(&t.name);
+    }
+}
+
 fn wrong_type(key: &str, expected: &'static str, found: &MetaValue) -> GgufError {
     GgufError::WrongKeyType {
         key: key.to_string(),

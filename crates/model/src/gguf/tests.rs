@@ -352,19 +352,7 @@ fn random_header_mutations_never_panic() {
         }
         if let Ok(f) = GgufFile::from_bytes(bytes) {
             ok += 1;
-            for t in f.tensors() {
-                let _ = f.tensor_bytes(&t.name);
-                let _ = f.tensor_f32(&t.name);
-                let _ = t.shape();
-            }
-            for key in f.metadata().keys() {
-                let _ = f.get_str(key);
-                let _ = f.get_u64(key);
-                let _ = f.get_f32(key);
-                let _ = f.get_str_array(key);
-                let _ = f.get_i64_array(key);
-                let _ = f.get_f32_array(key);
-            }
+            read_every_accessor(&f);
         }
     }
     assert!(
@@ -774,49 +762,49 @@ fn typed_getters() {
     assert_eq!(f.get_f32_array("t.arr_f32").unwrap(), [0.5, -1.0]);
     assert_eq!(f.get_f32_array("f64_arr").unwrap(), [0.25]);
 
-    let wrong = |r: Result<(), GgufError>, exp: &str, found: &str| match r {
-        Err(GgufError::WrongKeyType {
-            expected, found: f, ..
-        }) => {
-            assert_eq!(expected, exp);
-            assert_eq!(f, found);
+    for (r, exp, found) in [
+        (f.get_str("t.u32").map(drop), "string", "u32"),
+        (
+            f.get_u64("t.string").map(drop),
+            "unsigned integer",
+            "string",
+        ),
+        (f.get_u64("t.f32").map(drop), "unsigned integer", "f32"),
+        (f.get_f32("t.u32").map(drop), "f32", "u32"),
+        (f.get_bool("t.u8").map(drop), "bool", "u8"),
+        (
+            f.get_str_array("t.string").map(drop),
+            "array of string",
+            "string",
+        ),
+        (
+            f.get_str_array("t.arr_u32").map(drop),
+            "array of string",
+            "array of u32",
+        ),
+        (
+            f.get_i64_array("t.arr_f32").map(drop),
+            "array of integers",
+            "array of f32",
+        ),
+        (
+            f.get_f32_array("t.arr_i32").map(drop),
+            "array of f32",
+            "array of i32",
+        ),
+        (
+            f.get_f32_array("t.arr_nested").map(drop),
+            "array of f32",
+            "array of array",
+        ),
+    ] {
+        match r {
+            Err(GgufError::WrongKeyType {
+                expected, found: f, ..
+            }) => assert_eq!((expected, f), (exp, found)),
+            other => panic!("{other:?}"),
         }
-        other => panic!("{other:?}"),
-    };
-    wrong(f.get_str("t.u32").map(|_| ()), "string", "u32");
-    wrong(
-        f.get_u64("t.string").map(|_| ()),
-        "unsigned integer",
-        "string",
-    );
-    wrong(f.get_u64("t.f32").map(|_| ()), "unsigned integer", "f32");
-    wrong(f.get_f32("t.u32").map(|_| ()), "f32", "u32");
-    wrong(f.get_bool("t.u8").map(|_| ()), "bool", "u8");
-    wrong(
-        f.get_str_array("t.string").map(|_| ()),
-        "array of string",
-        "string",
-    );
-    wrong(
-        f.get_str_array("t.arr_u32").map(|_| ()),
-        "array of string",
-        "array of u32",
-    );
-    wrong(
-        f.get_i64_array("t.arr_f32").map(|_| ()),
-        "array of integers",
-        "array of f32",
-    );
-    wrong(
-        f.get_f32_array("t.arr_i32").map(|_| ()),
-        "array of f32",
-        "array of i32",
-    );
-    wrong(
-        f.get_f32_array("t.arr_nested").map(|_| ()),
-        "array of f32",
-        "array of array",
-    );
+    }
 
     assert!(matches!(f.get_u64("neg"), Err(GgufError::Invalid { .. })));
     assert!(matches!(f.get_u64("t.i64"), Err(GgufError::Invalid { .. })));
@@ -826,13 +814,13 @@ fn typed_getters() {
     ));
 
     for r in [
-        f.get_str("missing").map(|_| ()),
-        f.get_u64("missing").map(|_| ()),
-        f.get_f32("missing").map(|_| ()),
-        f.get_bool("missing").map(|_| ()),
-        f.get_str_array("missing").map(|_| ()),
-        f.get_i64_array("missing").map(|_| ()),
-        f.get_f32_array("missing").map(|_| ()),
+        f.get_str("missing").map(drop),
+        f.get_u64("missing").map(drop),
+        f.get_f32("missing").map(drop),
+        f.get_bool("missing").map(drop),
+        f.get_str_array("missing").map(drop),
+        f.get_i64_array("missing").map(drop),
+        f.get_f32_array("missing").map(drop),
     ] {
         assert!(matches!(r, Err(GgufError::MissingKey { ref key }) if key == "missing"));
     }
