@@ -95,10 +95,11 @@ pub(crate) fn unique_suffix() -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn names_in(dir: &Path) -> Vec<String> {
+    /// The sorted names of the entries of `dir`.
+    pub(crate) fn names_in(dir: &Path) -> Vec<String> {
         let mut names: Vec<String> = fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

@@ -117,6 +117,23 @@ pub struct ExportReport {
     pub bytes: u64,
 }
 
+impl ExportReport {
+    /// The report of an export to `dir` that wrote `(files, tensors, bytes)`.
+    fn new(
+        model_path: PathBuf,
+        dir: PathBuf,
+        (files, tensors, bytes): (Vec<String>, usize, u64),
+    ) -> Self {
+        Self {
+            dir,
+            model_path,
+            files,
+            tensors,
+            bytes,
+        }
+    }
+}
+
 /// Exports the model at `src` (a GGUF file or a Hugging Face folder) to the folder `dest`.
 ///
 /// `progress` is called once per tensor with `(name, index, total)`.
@@ -151,17 +168,11 @@ pub fn export_hf(
 ) -> Result<ExportReport> {
     let dest = check_destination(dest, force)?;
     let source = HfSource::open(src)?;
-    let (files, tensors, bytes) = write_atomically(&dest, force, |tmp| {
+    let written = write_atomically(&dest, force, |tmp| {
         source.write(tmp, progress)?;
         Ok(HF_FILES.map(String::from).to_vec())
     })?;
-    Ok(ExportReport {
-        model_path: dest.clone(),
-        dir: dest,
-        files,
-        tensors,
-        bytes,
-    })
+    Ok(ExportReport::new(dest.clone(), dest, written))
 }
 
 /// Exports the GGUF file `src` as `dest/model-f32.gguf` (see the [module docs](self)).
@@ -202,15 +213,9 @@ pub fn export_gguf_f32(
             .into());
         }
     }
-    let (files, tensors, bytes) = write_atomically(&dest, force, |tmp| {
+    let written = write_atomically(&dest, force, |tmp| {
         write_gguf_f32(&file, &tmp.join(GGUF_F32_FILE), progress)?;
         Ok(vec![GGUF_F32_FILE.to_string()])
     })?;
-    Ok(ExportReport {
-        model_path: dest.join(GGUF_F32_FILE),
-        dir: dest,
-        files,
-        tensors,
-        bytes,
-    })
+    Ok(ExportReport::new(dest.join(GGUF_F32_FILE), dest, written))
 }

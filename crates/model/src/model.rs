@@ -186,16 +186,7 @@ impl ModelMeta {
             Some(MetaValue::String(s)) => Some(s.clone()),
             _ => None,
         };
-        let name = |id: Option<u32>| id.and_then(|i| tokenizer.token_str(i)).unwrap_or_default();
-        let bos_token = name(cfg.bos_token_id);
-        let eos_token = name(cfg.eos_token_ids.first().copied());
-        Ok(Self {
-            cfg,
-            tokenizer,
-            chat_template,
-            bos_token,
-            eos_token,
-        })
+        Ok(Self::new(cfg, tokenizer, chat_template, None, None))
     }
 
     /// `config.json`, `generation_config.json` (its end-of-sequence ids are added, as strictly
@@ -240,21 +231,35 @@ impl ModelMeta {
         } else {
             (None, None, None)
         };
+        let mut meta = Self::new(cfg, tokenizer, chat_template, bos, eos);
+        // A folder that names its end-of-sequence token only by its text stops on that token.
+        if meta.cfg.eos_token_ids.is_empty()
+            && let Some(id) = meta.tokenizer.token_id(&meta.eos_token)
+        {
+            meta.cfg.eos_token_ids.push(id);
+        }
+        Ok(meta)
+    }
+
+    /// The metadata with the BOS/EOS texts `bos` / `eos`, or where absent the texts of
+    /// `cfg.bos_token_id` and of the first end-of-sequence id (empty when there is none).
+    fn new(
+        cfg: LlamaConfig,
+        tokenizer: TextTokenizer,
+        chat_template: Option<String>,
+        bos: Option<String>,
+        eos: Option<String>,
+    ) -> Self {
         let name = |id: Option<u32>| id.and_then(|i| tokenizer.token_str(i)).unwrap_or_default();
         let bos_token = bos.unwrap_or_else(|| name(cfg.bos_token_id));
         let eos_token = eos.unwrap_or_else(|| name(cfg.eos_token_ids.first().copied()));
-        if cfg.eos_token_ids.is_empty()
-            && let Some(id) = tokenizer.token_id(&eos_token)
-        {
-            cfg.eos_token_ids.push(id);
-        }
-        Ok(Self {
+        Self {
             cfg,
             tokenizer,
             chat_template,
             bos_token,
             eos_token,
-        })
+        }
     }
 }
 

@@ -319,14 +319,7 @@ pub fn unpermute_rope_rows(
     head_dim: usize,
     cols: usize,
 ) -> Result<Vec<f32>, GgufError> {
-    check_rope_args(data, n_heads, head_dim, cols)?;
-    let half = head_dim / 2;
-    // HF row r = h*hd + j*half + i comes from GGUF row h*hd + 2*i + j.
-    Ok(gather_rows(data, cols, |r| {
-        let (h, within) = (r / head_dim, r % head_dim);
-        let (j, i) = (within / half, within % half);
-        h * head_dim + 2 * i + j
-    }))
+    move_rope_rows(data, n_heads, head_dim, cols, RopeOrder::Hf)
 }
 
 /// The inverse of [`unpermute_rope_rows`] (HF -> GGUF row order), for the
@@ -341,13 +334,39 @@ pub fn permute_rope_rows(
     head_dim: usize,
     cols: usize,
 ) -> Result<Vec<f32>, GgufError> {
+    move_rope_rows(data, n_heads, head_dim, cols, RopeOrder::Gguf)
+}
+
+/// The row order [`move_rope_rows`] produces.
+#[derive(Clone, Copy)]
+enum RopeOrder {
+    /// Hugging Face: the two halves of each head's rotary pairs in two blocks.
+    Hf,
+    /// llama.cpp: each rotary pair in adjacent rows.
+    #[cfg(any(test, feature = "testing"))]
+    Gguf,
+}
+
+/// Reorders the rows of each head of a `[n_heads*hd, cols]` matrix into `to`'s order.
+fn move_rope_rows(
+    data: &[f32],
+    n_heads: usize,
+    head_dim: usize,
+    cols: usize,
+    to: RopeOrder,
+) -> Result<Vec<f32>, GgufError> {
     check_rope_args(data, n_heads, head_dim, cols)?;
     let half = head_dim / 2;
-    // GGUF row r = h*hd + 2*i + j comes from HF row h*hd + j*half + i.
     Ok(gather_rows(data, cols, |r| {
         let (h, within) = (r / head_dim, r % head_dim);
-        let (i, j) = (within / 2, within % 2);
-        h * head_dim + j * half + i
+        let source = match to {
+            // HF row h*hd + j*half + i comes from GGUF row h*hd + 2*i + j.
+            RopeOrder::Hf => 2 * (within % half) + within / half,
+            // GGUF row h*hd + 2*i + j comes from HF row h*hd + j*half + i.
+            #[cfg(any(test, feature = "testing"))]
+            RopeOrder::Gguf => (within % 2) * half + within / 2,
+        };
+        h * head_dim + source
     }))
 }
 

@@ -8,7 +8,7 @@
 //! after the tensor infos; every tensor starts at an aligned offset, and no
 //! padding follows the last tensor. The alignment is 32 unless a valid
 //! `general.alignment` (`u32`, non-zero power of two) was added with
-//! [`GgufWriter::add_meta`].
+//! [`GgufWriter::try_add_meta`].
 
 use super::{ALIGNMENT_KEY, DEFAULT_ALIGNMENT, GGUF_MAGIC, GgmlType, GgufError, MetaValue};
 
@@ -71,19 +71,6 @@ impl GgufWriter {
     pub fn with_version(mut self, v: u32) -> Self {
         self.version = v;
         self
-    }
-
-    /// Adds (or replaces) a metadata entry.
-    ///
-    /// # Panics
-    ///
-    /// Panics if `value` contains an array whose elements do not all have the
-    /// same type, which GGUF cannot represent; use
-    /// [`GgufWriter::try_add_meta`] to get an error instead.
-    pub fn add_meta(&mut self, key: &str, value: MetaValue) {
-        if let Err(e) = self.try_add_meta(key, value) {
-            panic!("GgufWriter::add_meta: {e}");
-        }
     }
 
     /// Adds (or replaces) a metadata entry, failing with

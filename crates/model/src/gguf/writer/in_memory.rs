@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::super::quant;
 use super::{GgufWriter, invalid, pad_to};
-use crate::gguf::{GgmlType, GgufError};
+use crate::gguf::{GgmlType, GgufError, MetaValue};
 
 #[derive(Debug, Clone)]
 pub(super) struct PendingTensor {
@@ -17,6 +17,19 @@ pub(super) struct PendingTensor {
 }
 
 impl GgufWriter {
+    /// Adds (or replaces) a metadata entry (for fixtures whose metadata is known to be valid).
+    ///
+    /// # Panics
+    ///
+    /// Panics if `value` contains an array whose elements do not all have the
+    /// same type, which GGUF cannot represent; use
+    /// [`GgufWriter::try_add_meta`] to get an error instead.
+    pub fn add_meta(&mut self, key: &str, value: MetaValue) {
+        if let Err(e) = self.try_add_meta(key, value) {
+            panic!("GgufWriter::add_meta: {e}");
+        }
+    }
+
     /// Adds a tensor given as row-major f32 data with HF shape (e.g.
     /// `[rows, cols]`); it is stored with `ne` = shape reversed and encoded
     /// as `ty` (F32, F16, BF16, Q8_0, Q4_0 or Q4_1).
