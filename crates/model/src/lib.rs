@@ -11,6 +11,7 @@
 //! measured), `ndarray`, and `cuda` (selected at run time).
 #![deny(missing_docs)]
 
+pub mod atomic_file;
 pub mod backend;
 pub mod batch;
 pub mod chat;
@@ -22,6 +23,7 @@ pub mod fetch;
 pub mod gguf;
 pub mod kv;
 pub mod llama;
+mod mapped;
 pub mod model;
 pub mod rope;
 pub mod runner;

@@ -7,10 +7,10 @@ use crate::chat::{ChatTemplate, Message, from_tokenizer_config};
 use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
 use crate::fetch::ensure_default_model;
-use crate::gguf::{GgufFile, MetaValue};
+use crate::gguf::{GGUF_MAGIC, GgufFile, MetaValue};
 use crate::llama::{Llama, LoadProgress};
 use crate::tokenizer::{GgufTokenizerSpec, TextTokenizer};
-use crate::weights::{GgufSource, SafetensorsSource};
+use crate::weights::{GgufSource, SafetensorsSource, WeightSource};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -148,10 +148,119 @@ pub fn gguf_tokenizer_spec(f: &GgufFile) -> Result<GgufTokenizerSpec> {
     })
 }
 
-fn is_gguf(path: &Path) -> Result<bool> {
+/// Whether `path` is a file starting with the GGUF magic bytes (a folder is not).
+///
+/// # Errors
+/// [`ModelError::Io`] when the file cannot be opened.
+pub(crate) fn is_gguf_file(path: &Path) -> Result<bool> {
+    if path.is_dir() {
+        return Ok(false);
+    }
     let mut magic = [0u8; 4];
     let mut file = std::fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
-    Ok(file.read_exact(&mut magic).is_ok() && &magic == b"GGUF")
+    Ok(file.read_exact(&mut magic).is_ok() && magic == GGUF_MAGIC)
+}
+
+/// What a model file or folder says besides its weights, read one way for loading
+/// ([`Model::load`]) and for export ([`crate::export`]).
+pub(crate) struct ModelMeta {
+    /// The architecture, with every end-of-sequence id (strictly parsed, see
+    /// [`crate::config::eos_ids`]).
+    pub(crate) cfg: LlamaConfig,
+    pub(crate) tokenizer: TextTokenizer,
+    /// The chat template's source, not yet compiled.
+    pub(crate) chat_template: Option<String>,
+    pub(crate) bos_token: String,
+    pub(crate) eos_token: String,
+}
+
+impl ModelMeta {
+    /// The `llama.*` and `tokenizer.*` metadata of a GGUF file.
+    ///
+    /// # Errors
+    /// As [`gguf_config`], [`gguf_tokenizer_spec`] and [`TextTokenizer::from_gguf`].
+    pub(crate) fn from_gguf(file: &GgufFile) -> Result<Self> {
+        let cfg = gguf_config(file)?;
+        let tokenizer = TextTokenizer::from_gguf(gguf_tokenizer_spec(file)?)?;
+        let chat_template = match file.metadata().get("tokenizer.chat_template") {
+            Some(MetaValue::String(s)) => Some(s.clone()),
+            _ => None,
+        };
+        Ok(Self::new(cfg, tokenizer, chat_template, None, None))
+    }
+
+    /// `config.json`, `generation_config.json` (its end-of-sequence ids are added, as strictly
+    /// as `config.json`'s), `tokenizer.json` and `tokenizer_config.json` of a Hugging Face
+    /// folder.
+    ///
+    /// # Errors
+    /// [`ModelError::ModelPath`] without `config.json`; [`ModelError::Config`] for a malformed
+    /// configuration or an end-of-sequence id that does not fit in `u32`; tokenizer and chat
+    /// template errors.
+    pub(crate) fn from_hf_folder(dir: &Path) -> Result<Self> {
+        let cfg_path = dir.join("config.json");
+        if !cfg_path.is_file() {
+            return Err(ModelError::ModelPath {
+                path: dir.to_path_buf(),
+                message: "a Hugging Face model folder needs config.json, *.safetensors and tokenizer.json".into(),
+            });
+        }
+        let mut cfg = LlamaConfig::from_hf_file(&cfg_path)?;
+        let gen_path = dir.join("generation_config.json");
+        if gen_path.is_file() {
+            // Strict as config.json: an id that does not fit (or, in Llama::load, lies outside the
+            // vocabulary) is an error, not a silently truncated stop token.
+            let bad = |message: String| ModelError::Config {
+                origin: gen_path.display().to_string(),
+                message,
+            };
+            let text =
+                std::fs::read_to_string(&gen_path).map_err(|e| ModelError::io(&gen_path, e))?;
+            let v: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+            for id in crate::config::eos_ids(v.get("eos_token_id")).map_err(bad)? {
+                if !cfg.eos_token_ids.contains(&id) {
+                    cfg.eos_token_ids.push(id);
+                }
+            }
+        }
+        let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"))?;
+        let tc_path = dir.join("tokenizer_config.json");
+        let (chat_template, bos, eos) = if tc_path.is_file() {
+            from_tokenizer_config(&tc_path)?
+        } else {
+            (None, None, None)
+        };
+        let mut meta = Self::new(cfg, tokenizer, chat_template, bos, eos);
+        // A folder that names its end-of-sequence token only by its text stops on that token.
+        if meta.cfg.eos_token_ids.is_empty()
+            && let Some(id) = meta.tokenizer.token_id(&meta.eos_token)
+        {
+            meta.cfg.eos_token_ids.push(id);
+        }
+        Ok(meta)
+    }
+
+    /// The metadata with the BOS/EOS texts `bos` / `eos`, or where absent the texts of
+    /// `cfg.bos_token_id` and of the first end-of-sequence id (empty when there is none).
+    fn new(
+        cfg: LlamaConfig,
+        tokenizer: TextTokenizer,
+        chat_template: Option<String>,
+        bos: Option<String>,
+        eos: Option<String>,
+    ) -> Self {
+        let name = |id: Option<u32>| id.and_then(|i| tokenizer.token_str(i)).unwrap_or_default();
+        let bos_token = bos.unwrap_or_else(|| name(cfg.bos_token_id));
+        let eos_token = eos.unwrap_or_else(|| name(cfg.eos_token_ids.first().copied()));
+        Self {
+            cfg,
+            tokenizer,
+            chat_template,
+            bos_token,
+            eos_token,
+        }
+    }
 }
 
 impl<B: KvBackend> Model<B> {
@@ -163,7 +272,7 @@ impl<B: KvBackend> Model<B> {
         if path.is_dir() {
             Self::load_hf(path, device, progress)
         } else if path.is_file() {
-            if is_gguf(path)? {
+            if is_gguf_file(path)? {
                 Self::load_gguf(path, device, progress)
             } else {
                 Err(ModelError::ModelPath {
@@ -195,81 +304,57 @@ impl<B: KvBackend> Model<B> {
 
     fn load_gguf(path: &Path, device: &B::Device, progress: LoadProgress<'_>) -> Result<Self> {
         let file = GgufFile::open(path)?;
-        let cfg = gguf_config(&file)?;
-        let tokenizer = TextTokenizer::from_gguf(gguf_tokenizer_spec(&file)?)?;
-        let chat = match file.metadata().get("tokenizer.chat_template") {
-            Some(MetaValue::String(s)) => Some(ChatTemplate::new(s)?),
-            _ => None,
-        };
-        let name = |id: Option<u32>| id.and_then(|i| tokenizer.token_str(i)).unwrap_or_default();
-        let bos_token = name(cfg.bos_token_id);
-        let eos_token = name(cfg.eos_token_ids.first().copied());
-        let src = GgufSource::new(&file, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
-        let llama = Llama::load(cfg, &src, device, progress)?;
-        Ok(Self {
-            llama,
-            tokenizer,
-            chat,
-            bos_token,
-            eos_token,
-            path: path.to_path_buf(),
-            format: ModelFormat::Gguf,
-        })
+        let meta = ModelMeta::from_gguf(&file)?;
+        let chat = meta
+            .chat_template
+            .as_deref()
+            .map(ChatTemplate::new)
+            .transpose()?;
+        let src = GgufSource::new(
+            &file,
+            meta.cfg.num_heads,
+            meta.cfg.num_kv_heads,
+            meta.cfg.head_dim,
+        );
+        Self::build(meta, chat, &src, path, ModelFormat::Gguf, device, progress)
     }
 
     fn load_hf(dir: &Path, device: &B::Device, progress: LoadProgress<'_>) -> Result<Self> {
-        let cfg_path = dir.join("config.json");
-        if !cfg_path.is_file() {
-            return Err(ModelError::ModelPath {
-                path: dir.to_path_buf(),
-                message: "a Hugging Face model folder needs config.json, *.safetensors and tokenizer.json".into(),
-            });
-        }
-        let mut cfg = LlamaConfig::from_hf_file(&cfg_path)?;
-        let gen_path = dir.join("generation_config.json");
-        if gen_path.is_file() {
-            // Strict as config.json: an id that does not fit (or, in Llama::load, lies outside the
-            // vocabulary) is an error, not a silently truncated stop token.
-            let bad = |message: String| ModelError::Config {
-                origin: gen_path.display().to_string(),
-                message,
-            };
-            let text =
-                std::fs::read_to_string(&gen_path).map_err(|e| ModelError::io(&gen_path, e))?;
-            let v: serde_json::Value =
-                serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
-            for id in crate::config::eos_ids(v.get("eos_token_id")).map_err(bad)? {
-                if !cfg.eos_token_ids.contains(&id) {
-                    cfg.eos_token_ids.push(id);
-                }
-            }
-        }
-        let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"))?;
-        let tc_path = dir.join("tokenizer_config.json");
-        let (template, bos, eos) = if tc_path.is_file() {
-            from_tokenizer_config(&tc_path)?
-        } else {
-            (None, None, None)
-        };
-        let chat = template.as_deref().map(ChatTemplate::new).transpose()?;
-        let name = |id: Option<u32>| id.and_then(|i| tokenizer.token_str(i)).unwrap_or_default();
-        let bos_token = bos.unwrap_or_else(|| name(cfg.bos_token_id));
-        let eos_token = eos.unwrap_or_else(|| name(cfg.eos_token_ids.first().copied()));
-        if cfg.eos_token_ids.is_empty()
-            && let Some(id) = tokenizer.token_id(&eos_token)
-        {
-            cfg.eos_token_ids.push(id);
-        }
+        let meta = ModelMeta::from_hf_folder(dir)?;
+        let chat = meta
+            .chat_template
+            .as_deref()
+            .map(ChatTemplate::new)
+            .transpose()?;
         let src = SafetensorsSource::open(dir)?;
-        let llama = Llama::load(cfg, &src, device, progress)?;
-        Ok(Self {
-            llama,
-            tokenizer,
+        Self::build(
+            meta,
             chat,
-            bos_token,
-            eos_token,
-            path: dir.to_path_buf(),
-            format: ModelFormat::HfFolder,
+            &src,
+            dir,
+            ModelFormat::HfFolder,
+            device,
+            progress,
+        )
+    }
+
+    fn build(
+        meta: ModelMeta,
+        chat: Option<ChatTemplate>,
+        src: &dyn WeightSource,
+        path: &Path,
+        format: ModelFormat,
+        device: &B::Device,
+        progress: LoadProgress<'_>,
+    ) -> Result<Self> {
+        Ok(Self {
+            llama: Llama::load(meta.cfg, src, device, progress)?,
+            tokenizer: meta.tokenizer,
+            chat,
+            bos_token: meta.bos_token,
+            eos_token: meta.eos_token,
+            path: path.to_path_buf(),
+            format,
         })
     }
 

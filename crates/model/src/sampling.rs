@@ -10,6 +10,7 @@
 //! boundaries by as little, and change the token as rarely, as possible.
 
 use crate::error::{ModelError, Result};
+use llm_auction_mechanism::rng::uniform_open01;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -79,17 +80,11 @@ pub struct Sampled {
     pub logprob_proposal: f64,
 }
 
-/// `log Σ exp(x)` over `f32` logits, in `f64`.
+/// `log Σ exp(x)` over `f32` logits, in `f64`: the logits widened to `f64` and passed to
+/// [`llm_auction_mechanism::logspace::log_sum_exp`], the one implementation of the equation.
 pub fn log_sum_exp(logits: &[f32]) -> f64 {
-    let m = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
-    if !m.is_finite() {
-        return m;
-    }
-    m + logits
-        .iter()
-        .map(|&x| (x as f64 - m).exp())
-        .sum::<f64>()
-        .ln()
+    let wide: Vec<f64> = logits.iter().map(|&x| f64::from(x)).collect();
+    llm_auction_mechanism::logspace::log_sum_exp(&wide)
 }
 
 /// Draws one token from `logits` with `params`, using one uniform of `rng` (none when greedy).
@@ -135,7 +130,7 @@ pub fn sample<R: Rng + ?Sized>(
     let mut kept = nucleus(&w, total, params.top_k, params.top_p);
     kept.sort_unstable();
     let mass: f64 = kept.iter().map(|&t| w[t]).sum();
-    let u = llm_auction_uniform(rng) * mass;
+    let u = uniform_open01(rng) * mass;
     let mut acc = 0.0;
     let mut chosen = kept[kept.len() - 1];
     for &t in &kept {
@@ -150,11 +145,6 @@ pub fn sample<R: Rng + ?Sized>(
         logprob_raw: raw(chosen),
         logprob_proposal: (w[chosen] / mass).ln(),
     })
-}
-
-/// Uniform on `(0, 1)` from the top 53 bits of one word (never 0 or 1).
-fn llm_auction_uniform<R: Rng + ?Sized>(rng: &mut R) -> f64 {
-    ((rng.next_u64() >> 11) as f64 + 0.5) * (1.0 / (1u64 << 53) as f64)
 }
 
 /// The first index of the maximum.
@@ -224,6 +214,34 @@ mod tests {
 
     fn logits() -> Vec<f32> {
         vec![2.0, 1.0, 0.5, -1.0, 3.0, 3.0]
+    }
+
+    #[test]
+    fn log_sum_exp_is_bitwise_the_f32_max_formula() {
+        // The formula this crate used before it called the mechanism crate's: the maximum taken
+        // over the f32 logits, the sum of exp(x - max) in f64 in index order. Seeded outputs depend
+        // on these bits.
+        let by_hand = |z: &[f32]| {
+            let m = z.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+            if !m.is_finite() {
+                return m;
+            }
+            m + z.iter().map(|&x| (x as f64 - m).exp()).sum::<f64>().ln()
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        for n in [1usize, 2, 7, 1000] {
+            let z: Vec<f32> = (0..n)
+                .map(|_| (uniform_open01(&mut rng) * 40.0 - 20.0) as f32)
+                .collect();
+            assert_eq!(log_sum_exp(&z).to_bits(), by_hand(&z).to_bits(), "n = {n}");
+        }
+        for z in [
+            vec![f32::NEG_INFINITY, 1.5],
+            vec![f32::NEG_INFINITY; 3],
+            vec![f32::INFINITY, 0.0],
+        ] {
+            assert_eq!(log_sum_exp(&z).to_bits(), by_hand(&z).to_bits(), "{z:?}");
+        }
     }
 
     #[test]

@@ -5,11 +5,12 @@
 //! Fixtures panic on I/O failure, as test fixtures do.
 
 use crate::config::LlamaConfig;
-use crate::gguf::dequant::{dequantize, quantize_q4_0, quantize_q4_1, quantize_q8_0};
+use crate::gguf::dequant::dequantize;
+use crate::gguf::quant::{quantize_q4_0, quantize_q4_1, quantize_q8_0};
 use crate::gguf::writer::GgufWriter;
-use crate::gguf::{GgmlType, MetaValue, permute_rope_rows};
+use crate::gguf::{GgmlType, MetaValue};
 use crate::tokenizer::{GgufTokenizerSpec, TextTokenizer, byte_level_alphabet};
-use crate::weights::{HostTensor, WeightSource, layer_name};
+use crate::weights::{HostTensor, WeightSource, layer_name, llama_tensor_list, permute_rope_rows};
 use crate::{ModelError, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -42,62 +43,27 @@ fn uniform(rng: &mut ChaCha8Rng) -> f32 {
     ((rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
 }
 
-/// Random weights of `cfg` (norm weights around 1, matrices of scale ~0.3).
+/// Random weights of `cfg` (norm weights around 1, matrices of scale ~0.3), drawn in the order of
+/// [`llama_tensor_list`].
 pub fn random_weights(cfg: &LlamaConfig, seed: u64, with_lm_head: bool) -> Weights {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let (d, q, kv, f, v) = (
-        cfg.hidden_size,
-        cfg.q_dim(),
-        cfg.kv_dim(),
-        cfg.intermediate_size,
-        cfg.vocab_size,
-    );
     let mut w = Weights::new();
-    let mut mat = |name: String, shape: Vec<usize>, scale: f32, offset: f32| {
+    for (name, shape) in llama_tensor_list(cfg, with_lm_head) {
+        // (scale, offset) of each tensor's uniform values.
+        let (scale, offset) = if name == "model.embed_tokens.weight" {
+            (1.0, 0.0)
+        } else if name == "lm_head.weight" {
+            (0.5, 0.0)
+        } else if name.ends_with("norm.weight") {
+            (0.2, 1.0)
+        } else if name.ends_with("q_proj.weight") || name.ends_with("k_proj.weight") {
+            (0.4, 0.0)
+        } else {
+            (0.3, 0.0)
+        };
         let n = shape.iter().product();
         let data = (0..n).map(|_| offset + scale * uniform(&mut rng)).collect();
         w.insert(name, HostTensor { shape, data });
-    };
-    mat("model.embed_tokens.weight".into(), vec![v, d], 1.0, 0.0);
-    for i in 0..cfg.num_layers {
-        mat(layer_name(i, "input_layernorm.weight"), vec![d], 0.2, 1.0);
-        mat(
-            layer_name(i, "self_attn.q_proj.weight"),
-            vec![q, d],
-            0.4,
-            0.0,
-        );
-        mat(
-            layer_name(i, "self_attn.k_proj.weight"),
-            vec![kv, d],
-            0.4,
-            0.0,
-        );
-        mat(
-            layer_name(i, "self_attn.v_proj.weight"),
-            vec![kv, d],
-            0.3,
-            0.0,
-        );
-        mat(
-            layer_name(i, "self_attn.o_proj.weight"),
-            vec![d, q],
-            0.3,
-            0.0,
-        );
-        mat(
-            layer_name(i, "post_attention_layernorm.weight"),
-            vec![d],
-            0.2,
-            1.0,
-        );
-        mat(layer_name(i, "mlp.gate_proj.weight"), vec![f, d], 0.3, 0.0);
-        mat(layer_name(i, "mlp.up_proj.weight"), vec![f, d], 0.3, 0.0);
-        mat(layer_name(i, "mlp.down_proj.weight"), vec![d, f], 0.3, 0.0);
-    }
-    mat("model.norm.weight".into(), vec![d], 0.2, 1.0);
-    if with_lm_head {
-        mat("lm_head.weight".into(), vec![v, d], 0.5, 0.0);
     }
     w
 }

@@ -6,9 +6,10 @@
 //! * [`GgufSource`] — a GGUF file: llama.cpp names (`blk.{i}.attn_q.weight`, ...), dequantised to
 //!   `f32`, with the q/k row permutation of llama.cpp's converter undone.
 
+use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
-use crate::gguf::{GgufFile, unpermute_rope_rows};
-use memmap2::Mmap;
+use crate::gguf::{GgufError, GgufFile, invalid};
+use crate::mapped::FileBytes;
 use safetensors::{Dtype, SafeTensors};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -38,20 +39,45 @@ pub fn layer_name(i: usize, suffix: &str) -> String {
     format!("model.layers.{i}.{suffix}")
 }
 
-/// Memory-mapped safetensors shards of a Hugging Face folder.
-pub struct SafetensorsSource {
-    shards: Vec<(PathBuf, Mmap)>,
-    /// Tensor name -> shard index.
-    index: BTreeMap<String, usize>,
+/// Every tensor of a Llama checkpoint of `cfg`, by Hugging Face name, with its shape, in the order
+/// the loader reads them (`lm_head.weight` only when `lm_head`). `cfg` is not validated (see
+/// [`crate::export::hf_tensor_list`]).
+pub fn llama_tensor_list(cfg: &LlamaConfig, lm_head: bool) -> Vec<(String, Vec<usize>)> {
+    let (d, q, kv, f, v) = (
+        cfg.hidden_size,
+        cfg.q_dim(),
+        cfg.kv_dim(),
+        cfg.intermediate_size,
+        cfg.vocab_size,
+    );
+    let mut out = vec![("model.embed_tokens.weight".to_string(), vec![v, d])];
+    for i in 0..cfg.num_layers {
+        for (suffix, shape) in [
+            ("input_layernorm.weight", vec![d]),
+            ("self_attn.q_proj.weight", vec![q, d]),
+            ("self_attn.k_proj.weight", vec![kv, d]),
+            ("self_attn.v_proj.weight", vec![kv, d]),
+            ("self_attn.o_proj.weight", vec![d, q]),
+            ("post_attention_layernorm.weight", vec![d]),
+            ("mlp.gate_proj.weight", vec![f, d]),
+            ("mlp.up_proj.weight", vec![f, d]),
+            ("mlp.down_proj.weight", vec![d, f]),
+        ] {
+            out.push((layer_name(i, suffix), shape));
+        }
+    }
+    out.push(("model.norm.weight".to_string(), vec![d]));
+    if lm_head {
+        out.push(("lm_head.weight".to_string(), vec![v, d]));
+    }
+    out
 }
 
-fn map_file(path: &Path) -> Result<Mmap> {
-    let file = std::fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
-    // SAFETY: the file is opened read-only and only read through the map; if another process
-    // truncates it while mapped, reads may fault — the same contract as every mmap-based loader.
-    #[allow(unsafe_code)]
-    let map = unsafe { Mmap::map(&file) }.map_err(|e| ModelError::io(path, e))?;
-    Ok(map)
+/// Memory-mapped safetensors shards of a Hugging Face folder.
+pub struct SafetensorsSource {
+    shards: Vec<(PathBuf, FileBytes)>,
+    /// Tensor name -> shard index.
+    index: BTreeMap<String, usize>,
 }
 
 impl SafetensorsSource {
@@ -98,7 +124,7 @@ impl SafetensorsSource {
         let mut shards = Vec::new();
         let mut index = BTreeMap::new();
         for path in files {
-            let map = map_file(&path)?;
+            let map = FileBytes::open(&path).map_err(|e| ModelError::io(&path, e))?;
             let st = SafeTensors::deserialize(&map).map_err(|e| ModelError::Safetensors {
                 path: path.clone(),
                 message: e.to_string(),
@@ -235,5 +261,176 @@ impl WeightSource for GgufSource<'_> {
     fn contains(&self, name: &str) -> bool {
         self.gguf_name(name)
             .is_some_and(|(g, _)| self.file.tensor_info(&g).is_some())
+    }
+}
+
+// RoPE row permutation of llama.cpp's converter (undone by `GgufSource`).
+
+fn check_rope_args(
+    data: &[f32],
+    n_heads: usize,
+    head_dim: usize,
+    cols: usize,
+) -> Result<(), GgufError> {
+    if !head_dim.is_multiple_of(2) {
+        return Err(invalid(format!(
+            "RoPE permutation needs an even head dimension, got {head_dim}"
+        )));
+    }
+    let expected = n_heads
+        .checked_mul(head_dim)
+        .and_then(|rows| rows.checked_mul(cols));
+    if expected != Some(data.len()) {
+        return Err(invalid(format!(
+            "RoPE permutation: {} values do not form a [{n_heads} heads * {head_dim}, {cols}] matrix",
+            data.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Moves rows of a row-major `[rows, cols]` matrix: output row `r` is input
+/// row `src_row(r)`.
+fn gather_rows(data: &[f32], cols: usize, src_row: impl Fn(usize) -> usize) -> Vec<f32> {
+    if cols == 0 || data.is_empty() {
+        return Vec::new();
+    }
+    let rows = data.len() / cols;
+    let mut out = Vec::with_capacity(data.len());
+    for r in 0..rows {
+        let start = src_row(r) * cols;
+        if let Some(row) = data.get(start..start + cols) {
+            out.extend_from_slice(row);
+        }
+    }
+    out
+}
+
+/// llama.cpp's converter permutes the rows of `attn_q` / `attn_k` for its
+/// RoPE layout: HF row `h*hd + j*hd/2 + i` is GGUF row `h*hd + 2*i + j`
+/// (`j` in {0,1}, `i < hd/2`, per head `h`). Returns the HF-ordered matrix.
+/// `data` is row-major `[n_heads*hd, cols]`.
+///
+/// Errors with [`GgufError::Invalid`] if `head_dim` is odd or `data` does not
+/// have `n_heads * head_dim * cols` elements.
+pub fn unpermute_rope_rows(
+    data: &[f32],
+    n_heads: usize,
+    head_dim: usize,
+    cols: usize,
+) -> Result<Vec<f32>, GgufError> {
+    move_rope_rows(data, n_heads, head_dim, cols, RopeOrder::Hf)
+}
+
+/// The inverse of [`unpermute_rope_rows`] (HF -> GGUF row order), for the
+/// test fixtures that write GGUF files. `data` is row-major `[n_heads*hd, cols]`.
+///
+/// Errors with [`GgufError::Invalid`] if `head_dim` is odd or `data` does not
+/// have `n_heads * head_dim * cols` elements.
+#[cfg(any(test, feature = "testing"))]
+pub fn permute_rope_rows(
+    data: &[f32],
+    n_heads: usize,
+    head_dim: usize,
+    cols: usize,
+) -> Result<Vec<f32>, GgufError> {
+    move_rope_rows(data, n_heads, head_dim, cols, RopeOrder::Gguf)
+}
+
+/// The row order [`move_rope_rows`] produces.
+#[derive(Clone, Copy)]
+enum RopeOrder {
+    /// Hugging Face: the two halves of each head's rotary pairs in two blocks.
+    Hf,
+    /// llama.cpp: each rotary pair in adjacent rows.
+    #[cfg(any(test, feature = "testing"))]
+    Gguf,
+}
+
+/// Reorders the rows of each head of a `[n_heads*hd, cols]` matrix into `to`'s order.
+fn move_rope_rows(
+    data: &[f32],
+    n_heads: usize,
+    head_dim: usize,
+    cols: usize,
+    to: RopeOrder,
+) -> Result<Vec<f32>, GgufError> {
+    check_rope_args(data, n_heads, head_dim, cols)?;
+    let half = head_dim / 2;
+    Ok(gather_rows(data, cols, |r| {
+        let (h, within) = (r / head_dim, r % head_dim);
+        let source = match to {
+            // HF row h*hd + j*half + i comes from GGUF row h*hd + 2*i + j.
+            RopeOrder::Hf => 2 * (within % half) + within / half,
+            // GGUF row h*hd + 2*i + j comes from HF row h*hd + j*half + i.
+            #[cfg(any(test, feature = "testing"))]
+            RopeOrder::Gguf => (within % 2) * half + within / 2,
+        };
+        h * head_dim + source
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rope_permutation_hand_checked() {
+        // n_heads = 2, head_dim = 4, cols = 1; HF rows are 0..8.
+        let hf: Vec<f32> = (0..8).map(|v| v as f32).collect();
+        let gguf = permute_rope_rows(&hf, 2, 4, 1).unwrap();
+        // GGUF row h*4 + 2i + j = HF row h*4 + 2j + i
+        assert_eq!(gguf, [0.0, 2.0, 1.0, 3.0, 4.0, 6.0, 5.0, 7.0]);
+        assert_eq!(unpermute_rope_rows(&gguf, 2, 4, 1).unwrap(), hf);
+
+        // head_dim = 6 (not an involution): GGUF row 2i+j = HF row 3j+i.
+        let hf: Vec<f32> = (0..6).map(|v| v as f32).collect();
+        let gguf = permute_rope_rows(&hf, 1, 6, 1).unwrap();
+        assert_eq!(gguf, [0.0, 3.0, 1.0, 4.0, 2.0, 5.0]);
+        assert_eq!(
+            unpermute_rope_rows(&hf, 1, 6, 1).unwrap(),
+            [0.0, 2.0, 4.0, 1.0, 3.0, 5.0]
+        );
+
+        // whole rows move together (cols = 2)
+        let hf = [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5];
+        assert_eq!(
+            permute_rope_rows(&hf, 1, 4, 2).unwrap(),
+            [0.0, 0.5, 2.0, 2.5, 1.0, 1.5, 3.0, 3.5]
+        );
+    }
+
+    #[test]
+    fn rope_permutation_round_trips() {
+        // Deterministic values in (-1, 1); any distinct values do.
+        let value = |i: usize| ((i as f32) * 0.618_034).fract() * 2.0 - 1.0;
+        for (heads, hd, cols) in [(1, 2, 1), (3, 8, 5), (4, 64, 3), (2, 6, 0), (0, 4, 3)] {
+            let x: Vec<f32> = (0..heads * hd * cols).map(value).collect();
+            let p = permute_rope_rows(&x, heads, hd, cols).unwrap();
+            assert_eq!(p.len(), x.len());
+            assert_eq!(unpermute_rope_rows(&p, heads, hd, cols).unwrap(), x);
+            assert_eq!(
+                permute_rope_rows(
+                    &unpermute_rope_rows(&x, heads, hd, cols).unwrap(),
+                    heads,
+                    hd,
+                    cols
+                )
+                .unwrap(),
+                x
+            );
+        }
+        assert!(matches!(
+            unpermute_rope_rows(&[0.0; 6], 1, 3, 2),
+            Err(GgufError::Invalid { .. })
+        ));
+        assert!(matches!(
+            permute_rope_rows(&[0.0; 7], 1, 4, 2),
+            Err(GgufError::Invalid { .. })
+        ));
+        assert!(matches!(
+            permute_rope_rows(&[0.0; 8], usize::MAX, 4, 2),
+            Err(GgufError::Invalid { .. })
+        ));
     }
 }

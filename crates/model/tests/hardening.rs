@@ -19,8 +19,8 @@ fn load(path: &Path) -> Result<Model<B>, ModelError> {
     Model::<B>::load(path, &Default::default(), &mut no_progress())
 }
 
-/// An HF folder of the tiny model whose `config.json` is edited by `edit`.
-fn hf_with(edit: impl FnOnce(&mut serde_json::Value)) -> tempfile::TempDir {
+/// An HF folder of the tiny model (F32 weights of seed 3).
+fn tiny_hf_folder() -> tempfile::TempDir {
     let cfg = tiny_config();
     let dir = tempfile::tempdir().unwrap();
     write_hf_folder(
@@ -30,6 +30,12 @@ fn hf_with(edit: impl FnOnce(&mut serde_json::Value)) -> tempfile::TempDir {
         StDtype::F32,
         false,
     );
+    dir
+}
+
+/// An HF folder of the tiny model whose `config.json` is edited by `edit`.
+fn hf_with(edit: impl FnOnce(&mut serde_json::Value)) -> tempfile::TempDir {
+    let dir = tiny_hf_folder();
     let path = dir.path().join("config.json");
     let mut v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
@@ -191,15 +197,7 @@ fn nan_weights_fail_the_score_instead_of_printing_null() {
 }
 
 fn tiny_chat_model() -> (tempfile::TempDir, Model<B>) {
-    let cfg = tiny_config();
-    let dir = tempfile::tempdir().unwrap();
-    write_hf_folder(
-        dir.path(),
-        &cfg,
-        &random_weights(&cfg, 3, false),
-        StDtype::F32,
-        false,
-    );
+    let dir = tiny_hf_folder();
     let model = load(dir.path()).unwrap();
     (dir, model)
 }

@@ -5,6 +5,7 @@
 
 use llm_auction_model::batch::ForwardBatch;
 use llm_auction_model::chat::Message;
+use llm_auction_model::config::LlamaConfig;
 use llm_auction_model::for_each_backend;
 use llm_auction_model::model::Model;
 use llm_auction_model::runner::logits_to_host;
@@ -37,18 +38,18 @@ for_each_backend! {
         |_, _, _| {}
     }
 
+    /// The network of `cfg` with the in-memory weights `w`.
+    fn load_weights(cfg: LlamaConfig, w: Weights) -> Result<Llama<B>, ModelError> {
+        Llama::<B>::load(cfg, &MapSource(w), &Default::default(), &mut no_progress())
+    }
+
     const TOKS: [u32; 9] = [1, 50, 120, 7, 299, 33, 8, 200, 2];
 
     #[test]
     fn hf_folder_loads_every_dtype_and_sharding() {
         let cfg = tiny_config();
         let w = random_weights(&cfg, 7, false);
-        let direct = Llama::<B>::load(
-            cfg.clone(),
-            &MapSource(w.clone()),
-            &Default::default(),
-            &mut no_progress(),
-        )
+        let direct = load_weights(cfg.clone(), w.clone())
         .unwrap();
         let expected = logits_of(&direct, &TOKS);
         for (dt, shards, tol) in [
@@ -89,12 +90,7 @@ for_each_backend! {
         let model = Model::<B>::load(&path, &Default::default(), &mut no_progress()).unwrap();
         assert_eq!(model.config(), &cfg);
         // The network equals one built from the dequantised weights in HF layout.
-        let direct = Llama::<B>::load(
-            cfg.clone(),
-            &MapSource(quantised_view(&w)),
-            &Default::default(),
-            &mut no_progress(),
-        )
+        let direct = load_weights(cfg.clone(), quantised_view(&w))
         .unwrap();
         let d = max_abs(&logits_of(&model.llama, &TOKS), &logits_of(&direct, &TOKS));
         assert!(d < 1e-5, "GGUF vs dequantised weights: max |Δ| = {d}");
@@ -103,7 +99,7 @@ for_each_backend! {
         for l in 0..cfg.num_layers {
             let name = format!("model.layers.{l}.self_attn.q_proj.weight");
             let t = wrong.get_mut(&name).unwrap();
-            t.data = llm_auction_model::gguf::permute_rope_rows(
+            t.data = llm_auction_model::weights::permute_rope_rows(
                 &t.data,
                 cfg.num_heads,
                 cfg.head_dim,
@@ -111,12 +107,7 @@ for_each_backend! {
             )
             .unwrap();
         }
-        let skipped = Llama::<B>::load(
-            cfg.clone(),
-            &MapSource(wrong),
-            &Default::default(),
-            &mut no_progress(),
-        )
+        let skipped = load_weights(cfg.clone(), wrong)
         .unwrap();
         assert!(max_abs(&logits_of(&model.llama, &TOKS), &logits_of(&skipped, &TOKS)) > 1e-3);
         // Tokenizer and chat template come from the metadata.
@@ -140,12 +131,7 @@ for_each_backend! {
         let cfg = tiny_config();
         let mut w = random_weights(&cfg, 9, false);
         w.remove("model.layers.1.mlp.up_proj.weight");
-        let e = Llama::<B>::load(
-            cfg.clone(),
-            &MapSource(w),
-            &Default::default(),
-            &mut no_progress(),
-        )
+        let e = load_weights(cfg.clone(), w)
         .unwrap_err();
         assert!(
             matches!(&e, ModelError::MissingTensor { name } if name == "model.layers.1.mlp.up_proj.weight"),
@@ -155,12 +141,7 @@ for_each_backend! {
         let mut w = random_weights(&cfg, 9, false);
         let t = w.get_mut("model.layers.0.self_attn.k_proj.weight").unwrap();
         t.shape = vec![32, 16];
-        let e = Llama::<B>::load(
-            cfg.clone(),
-            &MapSource(w),
-            &Default::default(),
-            &mut no_progress(),
-        )
+        let e = load_weights(cfg.clone(), w)
         .unwrap_err();
         let msg = e.to_string();
         assert!(
@@ -171,12 +152,7 @@ for_each_backend! {
         // Untied config without lm_head.
         let mut untied = cfg.clone();
         untied.tie_word_embeddings = false;
-        let e = Llama::<B>::load(
-            untied,
-            &MapSource(random_weights(&cfg, 9, false)),
-            &Default::default(),
-            &mut no_progress(),
-        )
+        let e = load_weights(untied, random_weights(&cfg, 9, false))
         .unwrap_err();
         assert!(e.to_string().contains("lm_head"));
     }

@@ -8,20 +8,22 @@
 //! after the tensor infos; every tensor starts at an aligned offset, and no
 //! padding follows the last tensor. The alignment is 32 unless a valid
 //! `general.alignment` (`u32`, non-zero power of two) was added with
-//! [`GgufWriter::add_meta`].
+//! [`GgufWriter::try_add_meta`].
 
-use std::io::Write;
-use std::path::Path;
-
-use super::dequant;
 use super::{ALIGNMENT_KEY, DEFAULT_ALIGNMENT, GGUF_MAGIC, GgmlType, GgufError, MetaValue};
 
-/// Builder for GGUF files held in memory.
+#[cfg(any(test, feature = "testing"))]
+mod in_memory;
+
+/// Builder for GGUF files: their header, streamed by [`GgufWriter::streamed_header`], or (with
+/// the `testing` feature) whole files held in memory.
 #[derive(Debug, Clone)]
 pub struct GgufWriter {
     version: u32,
     metadata: Vec<(String, MetaValue)>,
-    tensors: Vec<PendingTensor>,
+    /// Tensors held in memory, written by `GgufWriter::to_bytes` (test fixtures only).
+    #[cfg(any(test, feature = "testing"))]
+    tensors: Vec<in_memory::PendingTensor>,
 }
 
 /// The info of a tensor whose bytes the caller writes itself, after the
@@ -46,15 +48,6 @@ pub struct TensorPlacement {
     pub len: u64,
 }
 
-#[derive(Debug, Clone)]
-struct PendingTensor {
-    name: String,
-    /// GGUF `ne` order (fastest-varying first).
-    dims: Vec<u64>,
-    ggml_type: GgmlType,
-    data: Vec<u8>,
-}
-
 impl Default for GgufWriter {
     fn default() -> Self {
         Self::new()
@@ -67,6 +60,7 @@ impl GgufWriter {
         GgufWriter {
             version: 3,
             metadata: Vec::new(),
+            #[cfg(any(test, feature = "testing"))]
             tensors: Vec::new(),
         }
     }
@@ -77,19 +71,6 @@ impl GgufWriter {
     pub fn with_version(mut self, v: u32) -> Self {
         self.version = v;
         self
-    }
-
-    /// Adds (or replaces) a metadata entry.
-    ///
-    /// # Panics
-    ///
-    /// Panics if `value` contains an array whose elements do not all have the
-    /// same type, which GGUF cannot represent; use
-    /// [`GgufWriter::try_add_meta`] to get an error instead.
-    pub fn add_meta(&mut self, key: &str, value: MetaValue) {
-        if let Err(e) = self.try_add_meta(key, value) {
-            panic!("GgufWriter::add_meta: {e}");
-        }
     }
 
     /// Adds (or replaces) a metadata entry, failing with
@@ -103,92 +84,10 @@ impl GgufWriter {
         Ok(())
     }
 
-    /// Adds a tensor given as row-major f32 data with HF shape (e.g.
-    /// `[rows, cols]`); it is stored with `ne` = shape reversed and encoded
-    /// as `ty` (F32, F16, BF16, Q8_0, Q4_0 or Q4_1).
-    ///
-    /// Errors with [`GgufError::Invalid`] if the shape has 0 or more than 4
-    /// dimensions, does not match `data.len()`, the row length (last shape
-    /// entry) is not a multiple of the block size, or the name is already
-    /// used; with [`GgufError::UnsupportedTensorType`] for other types.
-    pub fn add_tensor(
-        &mut self,
-        name: &str,
-        shape: &[usize],
-        data: &[f32],
-        ty: GgmlType,
-    ) -> Result<(), GgufError> {
-        let ty = GgmlType::from_id(ty.id());
-        let dims: Vec<u64> = shape.iter().rev().map(|&d| d as u64).collect();
-        let n = shape
-            .iter()
-            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-            .ok_or_else(|| invalid(format!("tensor '{name}': shape {shape:?} overflows")))?;
-        if n != data.len() {
-            return Err(invalid(format!(
-                "tensor '{name}': shape {shape:?} needs {n} values, got {}",
-                data.len()
-            )));
-        }
-        let bytes = match ty {
-            GgmlType::F32 => data.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            GgmlType::F16 => dequant::encode_f16(data),
-            GgmlType::BF16 => dequant::encode_bf16(data),
-            GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1 => {
-                self.check_dims(name, &dims, ty)?;
-                match ty {
-                    GgmlType::Q8_0 => dequant::quantize_q8_0(data)?,
-                    GgmlType::Q4_0 => dequant::quantize_q4_0(data)?,
-                    _ => dequant::quantize_q4_1(data)?,
-                }
-            }
-            GgmlType::Other(id) => {
-                return Err(GgufError::UnsupportedTensorType {
-                    name: name.to_string(),
-                    ggml_type: id,
-                    type_name: ty.name(),
-                });
-            }
-        };
-        self.add_raw_tensor(name, &dims, ty, bytes)
-    }
-
-    /// Adds a tensor from already-encoded bytes of any ggml type, with `dims`
-    /// in GGUF `ne` order (fastest-varying first). For types with a known
-    /// layout the byte length and row length are checked; for unknown types
-    /// the bytes are written as given.
-    pub fn add_raw_tensor(
-        &mut self,
-        name: &str,
-        dims: &[u64],
-        ty: GgmlType,
-        data: Vec<u8>,
-    ) -> Result<(), GgufError> {
-        let ty = GgmlType::from_id(ty.id());
-        self.check_dims(name, dims, ty)?;
-        if self.tensors.iter().any(|t| t.name == name) {
-            return Err(invalid(format!("duplicate tensor name '{name}'")));
-        }
-        if ty.block_size().is_some() {
-            let n = dims
-                .iter()
-                .try_fold(1u64, |acc, &d| acc.checked_mul(d))
-                .ok_or_else(|| invalid(format!("tensor '{name}': dims {dims:?} overflow")))?;
-            let expected = ty.bytes_for(n);
-            if expected != Some(data.len() as u64) {
-                return Err(invalid(format!(
-                    "tensor '{name}': {n} elements of type {ty} need {expected:?} bytes, got {}",
-                    data.len()
-                )));
-            }
-        }
-        self.tensors.push(PendingTensor {
-            name: name.to_string(),
-            dims: dims.to_vec(),
-            ggml_type: ty,
-            data,
-        });
-        Ok(())
+    /// Whether tensors were added in memory (only possible with the `testing` feature).
+    #[cfg(not(any(test, feature = "testing")))]
+    fn holds_tensors(&self) -> bool {
+        false
     }
 
     fn check_dims(&self, name: &str, dims: &[u64], ty: GgmlType) -> Result<(), GgufError> {
@@ -220,34 +119,16 @@ impl GgufWriter {
             .unwrap_or(DEFAULT_ALIGNMENT)
     }
 
-    /// Serialises the file.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let infos = self.tensors.iter().map(|t| {
-            (
-                t.name.as_str(),
-                t.dims.as_slice(),
-                t.ggml_type,
-                t.data.len() as u64,
-            )
-        });
-        let (mut out, placements) = self.header(infos);
-        for (t, p) in self.tensors.iter().zip(placements) {
-            pad_to(&mut out, p.offset);
-            out.extend_from_slice(&t.data);
-        }
-        out
-    }
-
     /// Lays out a file holding this writer's metadata and the tensors
     /// described by `tensors`, whose bytes the caller writes: returns the
     /// header (magic through the padding before the data section) and, per
     /// tensor, the absolute offset and length of its bytes. Writing the
     /// header, then for each tensor zero bytes up to its offset followed by
-    /// exactly `len` bytes, gives the same file [`GgufWriter::to_bytes`]
+    /// exactly `len` bytes, gives the same file `GgufWriter::to_bytes`
     /// would.
     ///
     /// Errors with [`GgufError::Invalid`] if tensors were added to this
-    /// writer with [`GgufWriter::add_tensor`] or [`GgufWriter::add_raw_tensor`]
+    /// writer with `GgufWriter::add_tensor` or `GgufWriter::add_raw_tensor`
     /// (a streamed file takes all its tensors from `tensors`), for a tensor
     /// with 0 or more than 4 dimensions, a row length that is not a multiple
     /// of the block size, a byte size that overflows, or a duplicate name; with
@@ -256,7 +137,7 @@ impl GgufWriter {
         &self,
         tensors: &[TensorHeader],
     ) -> Result<(Vec<u8>, Vec<TensorPlacement>), GgufError> {
-        if !self.tensors.is_empty() {
+        if self.holds_tensors() {
             return Err(invalid(
                 "streamed_header: the writer already holds tensors".to_string(),
             ));
@@ -345,36 +226,6 @@ impl GgufWriter {
             p.offset = p.offset.saturating_add(data_start);
         }
         (out, placements)
-    }
-
-    /// Writes the file atomically: to a temporary file in the same directory
-    /// which is then renamed over `path`.
-    pub fn write(&self, path: &Path) -> std::io::Result<()> {
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => std::path::PathBuf::from("."),
-        };
-        let file_name = path.file_name().ok_or_else(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!("{} has no file name", path.display()),
-            )
-        })?;
-        let mut tmp_name = std::ffi::OsString::from(".");
-        tmp_name.push(file_name);
-        tmp_name.push(format!(".tmp{}", std::process::id()));
-        let tmp = dir.join(tmp_name);
-        let result = (|| {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&self.to_bytes())?;
-            f.sync_all()?;
-            drop(f);
-            std::fs::rename(&tmp, path)
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result
     }
 }
 
@@ -509,7 +360,7 @@ mod tests {
             let data: Vec<f32> = (0..n).map(|k| (k + i) as f32 * 0.25).collect();
             full.add_tensor(name, shape, &data, *ty).unwrap();
             encoded.push(match ty {
-                GgmlType::Q8_0 => dequant::quantize_q8_0(&data).unwrap(),
+                GgmlType::Q8_0 => crate::gguf::quant::quantize_q8_0(&data).unwrap(),
                 _ => data.iter().flat_map(|v| v.to_le_bytes()).collect(),
             });
         }
