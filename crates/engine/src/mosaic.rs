@@ -75,6 +75,7 @@ impl Advertiser {
 #[serde(rename_all = "snake_case")]
 pub enum Generator {
     /// `π_gen`, prompted with the advertisers (Algorithm 2).
+    #[serde(alias = "context-aware")]
     ContextAware,
     /// `π_ref` itself (Algorithm 1).
     Reference,

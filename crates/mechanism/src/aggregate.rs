@@ -21,6 +21,7 @@ pub enum Aggregation {
     /// Bid-weighted average (convex combination) of the distributions.
     Linear,
     /// Bid-weighted geometric mean (log-space convex combination), renormalised.
+    #[serde(alias = "log-linear")]
     LogLinear,
 }
 

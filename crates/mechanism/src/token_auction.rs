@@ -26,8 +26,10 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "snake_case")]
 pub enum PaymentRule {
     /// Second price: the critical bid `θ_i` when `i` is in its post-switch state, else 0.
+    #[serde(alias = "second-price")]
     SecondPrice,
     /// Pay your bid: every agent pays `b_i` for every token.
+    #[serde(alias = "first-price")]
     FirstPrice,
     /// No payments.
     None,

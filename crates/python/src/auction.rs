@@ -2,19 +2,19 @@
 //! calls) and runs MOSAIC or the token auction with the GIL released, returning the report as the
 //! CLI's `--json` prints it.
 
-use crate::mechanism::{parse_name, value_error};
+use crate::mechanism::value_error;
 use llm_auction_engine::EngineError;
+use llm_auction_engine::auction_input::{MosaicInput, MosaicJob, TokenInput, TokenJob};
 use llm_auction_engine::engine::EngineConfig;
-use llm_auction_engine::models_file::DEFAULT_ENTRY;
-use llm_auction_engine::mosaic::{Advertiser, MosaicConfig, MosaicModels, Phase, run_mosaic};
+use llm_auction_engine::limits::{MAX_ADVERTISERS, MAX_AGENTS};
+use llm_auction_engine::mosaic::{MosaicModels, Phase, run_mosaic};
 use llm_auction_engine::registry::{Registry, Serving, roles_of};
-use llm_auction_engine::token_auction::{Agent, TokenAuctionConfig, run_token_auction};
+use llm_auction_engine::token_auction::run_token_auction;
 use llm_auction_model::backend::cpu_device;
 use llm_auction_model::model::Model;
-use llm_auction_model::{CpuBackend, Kernels, ModelError};
+use llm_auction_model::{CpuBackend, Kernels};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -23,47 +23,21 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     Ok(())
 }
 
-/// Input errors (of the caller's arguments or files) are `ValueError`s; model, server and engine
-/// failures are `RuntimeError`s. Both carry the CLI's one-line message.
+/// Input errors (of the caller's arguments or files, [`EngineError::is_caller_error`]) are
+/// `ValueError`s; model, server and engine failures are `RuntimeError`s. Both carry the CLI's
+/// one-line message.
 fn engine_error(e: EngineError) -> PyErr {
-    fn is_input(e: &EngineError) -> bool {
-        match e {
-            EngineError::Role { error, .. } => is_input(error),
-            EngineError::Model(m) => matches!(
-                m,
-                ModelError::Parameter { .. }
-                    | ModelError::PromptTooLong { .. }
-                    | ModelError::UnknownToken { .. }
-            ),
-            EngineError::Auction { .. }
-            | EngineError::Mechanism(_)
-            | EngineError::PromptTooLong { .. }
-            | EngineError::InvalidRequest(_)
-            | EngineError::KvCapacity { .. }
-            | EngineError::Entry { .. }
-            | EngineError::ModelsFile { .. }
-            | EngineError::Config(_) => true,
-            _ => false,
-        }
-    }
-    if is_input(&e) {
+    if e.is_caller_error() {
         PyValueError::new_err(e.to_string())
     } else {
         PyRuntimeError::new_err(e.to_string())
     }
 }
 
-/// `{"Name": "entry"}` as one entry per name (default: the default entry); errors name `field`.
-fn per_name(field: &str, map: BTreeMap<String, String>, names: &[&str]) -> PyResult<Vec<String>> {
-    if let Some(unknown) = map.keys().find(|k| !names.contains(&k.as_str())) {
-        return Err(PyValueError::new_err(format!(
-            "{field}.{unknown}: no such name among {names:?}"
-        )));
-    }
-    Ok(names
-        .iter()
-        .map(|n| map.get(*n).cloned().unwrap_or_else(|| DEFAULT_ENTRY.into()))
-        .collect())
+/// The auction's options from their JSON (built by `llm_auction.auction` from the keyword
+/// arguments); errors name the field.
+fn options<T: serde::de::DeserializeOwned>(json: &str) -> PyResult<T> {
+    llm_auction_mechanism::json::parse(json).map_err(|e| PyValueError::new_err(e.to_string()))
 }
 
 /// A progress callback from Python, called with the GIL held; its first exception is kept and
@@ -169,66 +143,28 @@ impl NativeAuction {
         Ok(reg.models().map(|m| m.info().name.clone()).collect())
     }
 
-    /// MOSAIC; the report as the CLI's `mosaic --json` prints it.
-    #[pyo3(signature = (query, advertisers, m=None, tau=None, tau_i=None, temperature=None, top_p=None, max_new_tokens=None, seed=None, generator=None, importance=None, offset=None, reference=None, generator_model=None, advertiser_models=None, progress=None))]
-    #[allow(clippy::too_many_arguments)]
+    /// MOSAIC on the options of `auction_input::MosaicInput` (JSON); the report as the CLI's
+    /// `mosaic --json` prints it.
+    #[pyo3(signature = (options, progress=None))]
     fn mosaic(
         &self,
         py: Python<'_>,
-        query: String,
-        advertisers: Vec<String>,
-        m: Option<usize>,
-        tau: Option<f64>,
-        tau_i: Option<Vec<f64>>,
-        temperature: Option<f64>,
-        top_p: Option<f64>,
-        max_new_tokens: Option<usize>,
-        seed: Option<u64>,
-        generator: Option<String>,
-        importance: Option<String>,
-        offset: Option<bool>,
-        reference: Option<String>,
-        generator_model: Option<String>,
-        advertiser_models: Option<BTreeMap<String, String>>,
+        options: &str,
         progress: Option<Py<PyAny>>,
     ) -> PyResult<String> {
-        let ads = advertisers
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                Advertiser::parse(s)
-                    .map_err(|e| PyValueError::new_err(format!("advertisers[{i}]: {e}")))
-            })
-            .collect::<PyResult<Vec<_>>>()?;
-        let d = MosaicConfig::default();
-        let cfg = MosaicConfig {
-            m: m.unwrap_or(d.m),
-            tau: tau.unwrap_or(d.tau),
-            tau_i: tau_i.unwrap_or_default(),
-            temperature: temperature.unwrap_or(d.temperature),
-            top_p: top_p.unwrap_or(d.top_p),
-            max_new_tokens: max_new_tokens.unwrap_or(d.max_new_tokens),
-            seed: seed.unwrap_or(d.seed),
-            generator: match generator {
-                Some(g) => parse_name("generator", &g)?,
-                None => d.generator,
-            },
-            importance: match importance {
-                Some(i) => parse_name("importance", &i)?,
-                None => d.importance,
-            },
-            offset: offset.unwrap_or(d.offset),
-        };
         // Checked before any model loads, as the CLI does.
-        llm_auction_engine::mosaic::check_input(&cfg, &query, &ads).map_err(engine_error)?;
-        let reference = reference.unwrap_or_else(|| DEFAULT_ENTRY.into());
-        let generator_model = generator_model.unwrap_or_else(|| DEFAULT_ENTRY.into());
+        let job = self::options::<MosaicInput>(options)?
+            .check(MAX_ADVERTISERS)
+            .map_err(engine_error)?;
+        let MosaicJob {
+            query,
+            ads,
+            cfg,
+            reference,
+            generator: generator_model,
+            advertisers: adv_entries,
+        } = job;
         let names: Vec<&str> = ads.iter().map(|a| a.name.as_str()).collect();
-        let adv_entries = per_name(
-            "advertiser_models",
-            advertiser_models.unwrap_or_default(),
-            &names,
-        )?;
         let mut roles = vec![
             ("reference".to_string(), reference.clone()),
             ("generator".to_string(), generator_model.clone()),
@@ -262,48 +198,24 @@ impl NativeAuction {
         progress.finish(out.map_err(engine_error))
     }
 
-    /// The token auction; the report as the CLI's `token-auction --json` prints it.
-    #[pyo3(signature = (query, agents, aggregation=None, payment=None, max_new_tokens=None, seed=None, agent_models=None, progress=None))]
-    #[allow(clippy::too_many_arguments)]
+    /// The token auction on the options of `auction_input::TokenInput` (JSON); the report as the
+    /// CLI's `token-auction --json` prints it.
+    #[pyo3(signature = (options, progress=None))]
     fn token(
         &self,
         py: Python<'_>,
-        query: String,
-        agents: Vec<(String, Option<String>)>,
-        aggregation: Option<String>,
-        payment: Option<String>,
-        max_new_tokens: Option<usize>,
-        seed: Option<u64>,
-        agent_models: Option<BTreeMap<String, String>>,
+        options: &str,
         progress: Option<Py<PyAny>>,
     ) -> PyResult<String> {
-        let agents = agents
-            .into_iter()
-            .enumerate()
-            .map(|(i, (spec, system_prompt))| {
-                Agent::parse(&spec)
-                    .map(|mut a| {
-                        a.system_prompt = system_prompt;
-                        a
-                    })
-                    .map_err(|e| PyValueError::new_err(format!("agents[{i}]: {e}")))
-            })
-            .collect::<PyResult<Vec<_>>>()?;
-        let d = TokenAuctionConfig::default();
-        let cfg = TokenAuctionConfig {
-            aggregation: match aggregation {
-                Some(a) => parse_name("aggregation", &a)?,
-                None => d.aggregation,
-            },
-            payment: match payment {
-                Some(p) => parse_name("payment", &p)?,
-                None => d.payment,
-            },
-            max_new_tokens: max_new_tokens.unwrap_or(d.max_new_tokens),
-            seed: seed.unwrap_or(d.seed),
-        };
+        let TokenJob {
+            query,
+            agents,
+            cfg,
+            entries,
+        } = self::options::<TokenInput>(options)?
+            .check(MAX_AGENTS)
+            .map_err(engine_error)?;
         let names: Vec<&str> = agents.iter().map(|a| a.name.as_str()).collect();
-        let entries = per_name("agent_models", agent_models.unwrap_or_default(), &names)?;
         self.ensure(py, &roles_of("agent", &names, &entries))?;
         let reg = self.registry.lock().map_err(|_| poisoned())?;
         let mut progress = Progress {

@@ -3,7 +3,7 @@
 //! length does not leak either) and never logged.
 
 use super::AppState;
-use super::api::ApiError;
+use super::error::ApiError;
 use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;

@@ -7,6 +7,8 @@
 mod api;
 mod auth;
 pub mod bench;
+mod error;
+mod input;
 mod metrics;
 
 use crate::auction_cmd::EngineArgs;

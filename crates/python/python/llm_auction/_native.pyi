@@ -44,32 +44,8 @@ class Auction:
     ) -> None: ...
     def loaded(self) -> List[str]: ...
     def mosaic(
-        self,
-        query: str,
-        advertisers: List[str],
-        m: Optional[int] = None,
-        tau: Optional[float] = None,
-        tau_i: Optional[List[float]] = None,
-        temperature: Optional[float] = None,
-        top_p: Optional[float] = None,
-        max_new_tokens: Optional[int] = None,
-        seed: Optional[int] = None,
-        generator: Optional[str] = None,
-        importance: Optional[str] = None,
-        offset: Optional[bool] = None,
-        reference: Optional[str] = None,
-        generator_model: Optional[str] = None,
-        advertiser_models: Optional[Dict[str, str]] = None,
-        progress: Optional[Callable[[str, int, int], None]] = None,
+        self, options: str, progress: Optional[Callable[[str, int, int], None]] = None
     ) -> str: ...
     def token(
-        self,
-        query: str,
-        agents: List[Tuple[str, Optional[str]]],
-        aggregation: Optional[str] = None,
-        payment: Optional[str] = None,
-        max_new_tokens: Optional[int] = None,
-        seed: Optional[int] = None,
-        agent_models: Optional[Dict[str, str]] = None,
-        progress: Optional[Callable[[str, int, int], None]] = None,
+        self, options: str, progress: Optional[Callable[[str, int, int], None]] = None
     ) -> str: ...

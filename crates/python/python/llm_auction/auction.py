@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
@@ -85,21 +86,43 @@ def _advertiser(i: int, a: AdvertiserLike) -> str:
     )
 
 
-def _agent(i: int, a: AgentLike) -> Tuple[str, Optional[str]]:
+def _agent(i: int, a: AgentLike) -> Union[str, Dict[str, Any]]:
+    """``"Name: description: bid"`` (parsed by the engine), or the object form when a system
+    prompt comes with it."""
     if isinstance(a, str):
-        return a, None
+        return a
     if isinstance(a, Mapping):
         try:
-            spec = f"{a['name']}: {a['description']}: {a['bid']!r}"
+            parts = (a["name"], a["description"], a["bid"], a.get("system_prompt"))
         except KeyError as e:
             raise ValueError(f"agents[{i}]: missing {e.args[0]!r}") from None
-        return spec, a.get("system_prompt")
-    if isinstance(a, tuple) and len(a) in (3, 4):
-        return f"{a[0]}: {a[1]}: {a[2]!r}", (a[3] if len(a) == 4 else None)
-    raise ValueError(
-        f"agents[{i}]: expected \"Name: description: bid\", (name, description, bid[, prompt])"
-        " or a dict"
-    )
+    elif isinstance(a, tuple) and len(a) in (3, 4):
+        parts = (a[0], a[1], a[2], a[3] if len(a) == 4 else None)
+    else:
+        raise ValueError(
+            f"agents[{i}]: expected \"Name: description: bid\", (name, description, bid[, prompt])"
+            " or a dict"
+        )
+    name, description, bid, system_prompt = parts
+    if system_prompt is None:
+        return f"{name}: {description}: {bid!r}"
+    if isinstance(bid, bool) or not isinstance(bid, (int, float)):
+        raise ValueError(f"agents[{i}]: bid {bid!r} is not a number")
+    return {"name": name, "description": description, "bid": bid, "system_prompt": system_prompt}
+
+
+def _options_json(options: Mapping[str, Any]) -> str:
+    """The options the caller gave (``None``: the default) as the JSON the engine checks
+    (``llm_auction_engine::auction_input``; the HTTP service takes the same fields)."""
+    given = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in options.items() if v is not None}
+    for k, v in given.items():
+        for x in v if isinstance(v, list) else [v]:
+            if isinstance(x, float) and not math.isfinite(x):
+                raise ValueError(f"{k}: {x} is not finite")
+    try:
+        return json.dumps(given)
+    except TypeError as e:
+        raise ValueError(f"options: {e}") from None
 
 
 def _path(p: Optional[Union[str, "os.PathLike[str]"]]) -> Optional[str]:
@@ -186,25 +209,24 @@ class Auction:
             ValueError: a bad option or input, naming the field.
             RuntimeError: a model or server that fails.
         """
-        ads = [_advertiser(i, a) for i, a in enumerate(advertisers)]
-        text = self._native.mosaic(
-            query,
-            ads,
-            m,
-            tau,
-            None if tau_i is None else [float(t) for t in tau_i],
-            temperature,
-            top_p,
-            max_new_tokens,
-            seed,
-            generator,
-            importance,
-            offset,
-            reference,
-            generator_model,
-            None if advertiser_models is None else dict(advertiser_models),
-            progress,
-        )
+        options = {
+            "query": query,
+            "advertisers": [_advertiser(i, a) for i, a in enumerate(advertisers)],
+            "m": m,
+            "tau": tau,
+            "tau_i": tau_i,
+            "temperature": temperature,
+            "top_p": top_p,
+            "max_new_tokens": max_new_tokens,
+            "seed": seed,
+            "generator": generator,
+            "importance": importance,
+            "offset": offset,
+            "reference": reference,
+            "generator_model": generator_model,
+            "advertiser_models": advertiser_models,
+        }
+        text = self._native.mosaic(_options_json(options), progress)
         return Report(json.loads(text))
 
     def token(
@@ -236,17 +258,16 @@ class Auction:
             ValueError: a bad option or input, naming the field.
             RuntimeError: a model or server that fails.
         """
-        specs = [_agent(i, a) for i, a in enumerate(agents)]
-        text = self._native.token(
-            query,
-            specs,
-            aggregation,
-            payment,
-            max_new_tokens,
-            seed,
-            None if agent_models is None else dict(agent_models),
-            progress,
-        )
+        options = {
+            "query": query,
+            "agents": [_agent(i, a) for i, a in enumerate(agents)],
+            "aggregation": aggregation,
+            "payment": payment,
+            "max_new_tokens": max_new_tokens,
+            "seed": seed,
+            "agent_models": agent_models,
+        }
+        text = self._native.token(_options_json(options), progress)
         return Report(json.loads(text))
 
 
