@@ -3,14 +3,14 @@
 use crate::common::{ModelArgs, OnBackend, bar, on_device};
 use crate::models::{ModelsArgs, Serving, build_registry, per_name, roles_of};
 use anyhow::{Result, bail};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use llm_auction_engine::engine::EngineConfig;
 use llm_auction_engine::models_file::DEFAULT_ENTRY;
 use llm_auction_engine::mosaic::{
     Advertiser, Generator, Importance, MosaicConfig, MosaicModels, MosaicReport, Phase, run_mosaic,
 };
 use llm_auction_engine::token_auction::{
-    Agent, SweepConfig, TokenAuctionConfig, TokenAuctionReport, lambda_sweep, run_token_auction,
+    Agent, SweepConfig, TokenAuctionConfig, TokenAuctionReport, run_token_auction,
 };
 use llm_auction_mechanism::aggregate::Aggregation;
 use llm_auction_mechanism::token_auction::PaymentRule;
@@ -42,31 +42,6 @@ impl EngineArgs {
             block_size: 16,
             num_blocks: self.kv_blocks,
             prefix_caching: !self.no_prefix_cache,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum GeneratorArg {
-    /// The generator prompted with the advertisers (Algorithm 2).
-    ContextAware,
-    /// The reference LLM (Algorithm 1).
-    Reference,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub(crate) enum ImportanceArg {
-    /// log π_ref − log q, q the proposal actually sampled from (temperature and top-p applied).
-    Proposal,
-    /// log π_ref − log π_gen with the untempered generator, as in the paper's formula.
-    Raw,
-}
-
-impl From<ImportanceArg> for Importance {
-    fn from(a: ImportanceArg) -> Self {
-        match a {
-            ImportanceArg::Proposal => Importance::Proposal,
-            ImportanceArg::Raw => Importance::Raw,
         }
     }
 }
@@ -103,10 +78,10 @@ pub struct MosaicArgs {
     seed: u64,
     /// Where candidates come from.
     #[arg(long, value_enum, default_value = "context-aware")]
-    generator: GeneratorArg,
+    generator: Generator,
     /// Which generator log-probability enters the importance weights (see docs/mechanisms.md).
     #[arg(long, value_enum, default_value = "proposal")]
-    importance: ImportanceArg,
+    importance: Importance,
     /// Drop the agent-specific payment offset (Eq. 13).
     #[arg(long)]
     no_offset: bool,
@@ -184,11 +159,8 @@ pub fn mosaic(args: MosaicArgs, quiet: bool) -> Result<()> {
                 top_p: a.top_p,
                 max_new_tokens: a.max_new_tokens,
                 seed: a.seed,
-                generator: match a.generator {
-                    GeneratorArg::ContextAware => Generator::ContextAware,
-                    GeneratorArg::Reference => Generator::Reference,
-                },
-                importance: a.importance.into(),
+                generator: a.generator,
+                importance: a.importance,
                 offset: !a.no_offset,
             };
             if a.m == 0 {
@@ -259,24 +231,6 @@ pub fn mosaic(args: MosaicArgs, quiet: bool) -> Result<()> {
     on_device(device, Cmd(args, quiet))
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum AggregationArg {
-    /// Bid-weighted average of the distributions.
-    Linear,
-    /// Bid-weighted geometric mean.
-    LogLinear,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum PaymentArg {
-    /// Critical bid (linear aggregation; log-linear only for two-token vocabularies).
-    SecondPrice,
-    /// Every agent pays its bid per token.
-    FirstPrice,
-    /// No payments.
-    None,
-}
-
 /// `llm-auction token-auction`.
 #[derive(Debug, Args)]
 pub struct TokenAuctionArgs {
@@ -291,10 +245,10 @@ pub struct TokenAuctionArgs {
     agent_prompts: Vec<String>,
     /// How bids weight the agents' distributions.
     #[arg(long, value_enum, default_value = "linear")]
-    aggregation: AggregationArg,
+    aggregation: Aggregation,
     /// How agents pay per token.
     #[arg(long, value_enum, default_value = "second-price")]
-    payment: PaymentArg,
+    payment: PaymentRule,
     /// Most tokens to generate.
     #[arg(long, default_value_t = 48)]
     max_new_tokens: usize,
@@ -366,15 +320,8 @@ pub fn token_auction(args: TokenAuctionArgs, quiet: bool) -> Result<()> {
                 agent.system_prompt = Some(p.clone());
             }
             let cfg = TokenAuctionConfig {
-                aggregation: match a.aggregation {
-                    AggregationArg::Linear => Aggregation::Linear,
-                    AggregationArg::LogLinear => Aggregation::LogLinear,
-                },
-                payment: match a.payment {
-                    PaymentArg::SecondPrice => PaymentRule::SecondPrice,
-                    PaymentArg::FirstPrice => PaymentRule::FirstPrice,
-                    PaymentArg::None => PaymentRule::None,
-                },
+                aggregation: a.aggregation,
+                payment: a.payment,
                 max_new_tokens: a.max_new_tokens,
                 seed: a.seed,
             };
@@ -394,43 +341,21 @@ pub fn token_auction(args: TokenAuctionArgs, quiet: bool) -> Result<()> {
                 .map(|e| registry.get(e))
                 .collect::<Result<Vec<_>, _>>()?;
             if let Some(k) = a.lambda_sweep {
-                let pb = bar(1, "sweeping", quiet);
-                let rows = lambda_sweep(
-                    &models,
-                    &a.query,
-                    &agents,
-                    SweepConfig {
-                        points: k,
-                        max_new_tokens: a.max_new_tokens,
-                        seed: a.seed,
-                    },
-                    &mut |d, t| {
-                        pb.set_length(t as u64);
-                        pb.set_position(d as u64);
-                    },
-                )?;
-                pb.finish_and_clear();
+                let cfg = SweepConfig {
+                    points: k,
+                    max_new_tokens: a.max_new_tokens,
+                    seed: a.seed,
+                };
+                let rows = crate::sweep::run(&models, &a.query, &agents, cfg, quiet)?;
                 if a.json {
                     outln!("{}", serde_json::to_string(&rows)?);
                 } else {
-                    for (agg, rows) in &rows {
-                        outln!(
-                            "## {agg:?} aggregation (bids λ for {}, 1 − λ for {})",
-                            agents[0].name,
-                            agents[1].name
-                        );
-                        outln!("{:>6}  {:>10} {:>10}  text", "λ", "paid 1", "paid 2");
-                        for r in rows {
-                            let text = r.report.text.trim().replace('\n', " ");
-                            outln!(
-                                "{:>6.2}  {:>10.4} {:>10.4}  {text}",
-                                r.lambda,
-                                r.report.total_payments[0],
-                                r.report.total_payments[1]
-                            );
-                        }
-                        outln!();
-                    }
+                    outln!(
+                        "Bids λ for {}, 1 − λ for {}.\n\n{}",
+                        agents[0].name,
+                        agents[1].name,
+                        crate::sweep::tables(&agents, &rows)
+                    );
                 }
                 return Ok(());
             }

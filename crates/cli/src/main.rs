@@ -24,6 +24,7 @@ mod model_cmd;
 mod models;
 mod plot;
 mod serve;
+mod sweep;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

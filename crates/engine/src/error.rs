@@ -37,6 +37,18 @@ pub enum EngineError {
     /// The engine configuration is unusable.
     #[error("engine configuration: {0}")]
     Config(String),
+    /// An invariant of the engine broke (a bug, not a caller's mistake); the message says which.
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// Reading or writing a file failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or directory.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
     /// A model backend failed or answered something unusable.
     #[error("model {model}: {message}")]
     Backend {

@@ -71,11 +71,13 @@ impl Advertiser {
 }
 
 /// Where candidates come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Generator {
     /// `π_gen`, prompted with the advertisers (Algorithm 2).
     #[serde(alias = "context-aware")]
+    #[cfg_attr(feature = "clap", value(alias = "context"))]
     ContextAware,
     /// `π_ref` itself (Algorithm 1).
     Reference,
@@ -84,6 +86,7 @@ pub enum Generator {
 /// Which `log q` enters the importance weights (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Importance {
     /// The proposal actually sampled from (temperature and top-p applied); the default.
     Proposal,

@@ -56,8 +56,8 @@ fn metrics_on_a_hand_computed_case() {
     // M = 2.
     let r = &rows[1];
     assert_eq!(
-        (r.m, r.generator.as_str(), r.query_id, r.seed),
-        (2, "context", 7, 3)
+        (r.m, r.generator, r.query_id, r.seed),
+        (2, Generator::ContextAware, 7, 3)
     );
     let close = |a: f64, b: f64| assert!((a - b).abs() < 1e-12, "{a} vs {b}");
     close(r.reward_with, p0);

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 /// Which aggregation function `p(q, b)` to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Aggregation {
     /// Bid-weighted average (convex combination) of the distributions.
     Linear,

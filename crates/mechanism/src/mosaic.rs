@@ -327,6 +327,41 @@ impl Mosaic {
     }
 }
 
+/// The scores without agent `i`, `β_{-i,j} = Σ_{k≠i} r_kj/τ + lw_j` (Eq. 10 of \[SCS25\]; the
+/// allocation without `i` is their softmax). Agents are summed in index order. [`Mosaic::run`]
+/// computes all `n` of them at once with running sums; this is the one-agent form, for an allocation
+/// without `i` restricted to some candidates (the experiments' footnote 9).
+///
+/// # Errors
+/// [`Error::OutOfRange`] naming `agent`, [`Error::LengthMismatch`] / [`Error::NonFinite`] for
+/// `log_weights`.
+pub fn leave_one_out_scores(
+    rewards: &RewardMatrix,
+    agent: usize,
+    log_weights: &[f64],
+    tau: f64,
+) -> Result<Vec<f64>> {
+    if agent >= rewards.agents() {
+        return Err(Error::OutOfRange {
+            field: "agent".into(),
+            value: agent as f64,
+            range: "0..agents",
+        });
+    }
+    if log_weights.len() != rewards.candidates() {
+        return Err(Error::LengthMismatch {
+            field: "log_weights".into(),
+            expected: rewards.candidates(),
+            got: log_weights.len(),
+        });
+    }
+    if let Some((j, &x)) = log_weights.iter().enumerate().find(|(_, x)| !x.is_finite()) {
+        return Err(Error::non_finite(format!("log_weights[{j}]"), x));
+    }
+    let others: Vec<usize> = (0..rewards.agents()).filter(|&k| k != agent).collect();
+    Ok(scores(rewards, &others, log_weights, tau))
+}
+
 /// Refuses scores `Σ r/τ + lw` that overflowed f64 (huge rewards over a small `τ`): from them every
 /// output would be NaN.
 fn finite_scores(scores: &[f64]) -> Result<()> {
@@ -500,5 +535,26 @@ mod tests {
             .unwrap();
         let lse = (0.5f64.exp() + 1f64.exp()).ln();
         assert!((out.utilities[0] - 2.0 * lse).abs() < 1e-14);
+    }
+
+    #[test]
+    fn leave_one_out_scores_give_the_allocation_without_the_agent() {
+        let r = RewardMatrix::from_rows(&[vec![0.5, -1.0, 2.0], vec![1.0, 0.2, -0.3]]).unwrap();
+        let lw = [0.1, -0.4, 0.0];
+        let out = Mosaic::new(0.7).unwrap().run(&r, Some(&lw)).unwrap();
+        for i in 0..2 {
+            let beta = leave_one_out_scores(&r, i, &lw, 0.7).unwrap();
+            // With two agents β_{-i} is the other agent's r/τ plus lw.
+            let other = 1 - i;
+            for j in 0..3 {
+                assert!((beta[j] - (r.row(other)[j] / 0.7 + lw[j])).abs() < 1e-15);
+            }
+            let p = softmax(&beta);
+            for (a, b) in p.iter().zip(&out.allocation_without[i]) {
+                assert!((a - b).abs() < 1e-12, "{a} vs {b}");
+            }
+        }
+        assert!(leave_one_out_scores(&r, 2, &lw, 0.7).is_err());
+        assert!(leave_one_out_scores(&r, 0, &lw[..2], 0.7).is_err());
     }
 }

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 /// How agents are charged for one token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum PaymentRule {
     /// Second price: the critical bid `θ_i` when `i` is in its post-switch state, else 0.
     #[serde(alias = "second-price")]
