@@ -14,7 +14,7 @@ use llm_auction_engine::token_auction::{
 };
 use llm_auction_mechanism::aggregate::Aggregation;
 use llm_auction_mechanism::token_auction::PaymentRule;
-use llm_auction_model::backend::KvBackend;
+use llm_auction_model::backend::ModelBackend;
 
 /// Scheduler limits shared by the auction commands.
 #[derive(Debug, Clone, Args)]
@@ -144,7 +144,7 @@ pub fn mosaic(args: MosaicArgs, quiet: bool) -> Result<()> {
     struct Cmd(MosaicArgs, bool);
     impl OnBackend for Cmd {
         type Output = ();
-        fn run<B: KvBackend>(self, device: &B::Device) -> Result<()> {
+        fn run<B: ModelBackend>(self, device: &B::Device) -> Result<()> {
             let Cmd(a, quiet) = self;
             let ads = a
                 .advertisers
@@ -240,7 +240,7 @@ pub struct TokenAuctionArgs {
     /// An agent, as "Name: description: bid" (repeat for each).
     #[arg(long = "agent", value_name = "NAME: DESCRIPTION: BID", required = true)]
     agents: Vec<String>,
-    /// A system prompt replacing "Write an ad for <name>, <description>." (repeat, in agent order).
+    /// A system prompt replacing "Write an ad for NAME, DESCRIPTION." (repeat, in agent order).
     #[arg(long = "agent-prompt", value_name = "TEXT")]
     agent_prompts: Vec<String>,
     /// How bids weight the agents' distributions.
@@ -302,7 +302,7 @@ pub fn token_auction(args: TokenAuctionArgs, quiet: bool) -> Result<()> {
     struct Cmd(TokenAuctionArgs, bool);
     impl OnBackend for Cmd {
         type Output = ();
-        fn run<B: KvBackend>(self, device: &B::Device) -> Result<()> {
+        fn run<B: ModelBackend>(self, device: &B::Device) -> Result<()> {
             let Cmd(a, quiet) = self;
             let mut agents = a
                 .agents

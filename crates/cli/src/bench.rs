@@ -7,7 +7,7 @@ use crate::common::{ModelArgs, OnBackend, load_model, on_device};
 use anyhow::Result;
 use clap::Args;
 use llm_auction_model::Llama;
-use llm_auction_model::backend::KvBackend;
+use llm_auction_model::backend::ModelBackend;
 use llm_auction_model::batch::ForwardBatch;
 use llm_auction_model::runner::logits_to_host;
 use serde::Serialize;
@@ -59,7 +59,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Packed prefill of `seqs` prompts of `len` tokens each into a fresh cache; returns the cache,
 /// the block tables and the elapsed seconds (the logits of each last row are read back).
-fn prefill<B: KvBackend>(
+fn prefill<B: ModelBackend>(
     llama: &Llama<B>,
     seqs: usize,
     len: usize,
@@ -88,7 +88,7 @@ fn prefill<B: KvBackend>(
     Ok((cache, b.block_tables, secs))
 }
 
-fn decode<B: KvBackend>(
+fn decode<B: ModelBackend>(
     llama: &Llama<B>,
     batch: usize,
     prompt: usize,
@@ -118,7 +118,7 @@ fn decode<B: KvBackend>(
 ///
 /// # Errors
 /// Forward errors.
-pub fn run_workloads<B: KvBackend>(
+pub fn run_workloads<B: ModelBackend>(
     llama: &Llama<B>,
     repeats: usize,
     steps: usize,
@@ -156,7 +156,7 @@ pub fn bench_model(args: BenchModelArgs, quiet: bool) -> Result<()> {
     struct Cmd(BenchModelArgs, bool);
     impl OnBackend for Cmd {
         type Output = ();
-        fn run<B: KvBackend>(self, device: &B::Device) -> Result<()> {
+        fn run<B: ModelBackend>(self, device: &B::Device) -> Result<()> {
             let Cmd(args, quiet) = self;
             let model = load_model::<B>(&args.model, device, quiet)?;
             let threads = std::thread::available_parallelism()
@@ -233,7 +233,7 @@ pub fn bench_engine(args: BenchEngineArgs, quiet: bool) -> Result<()> {
     struct Cmd(BenchEngineArgs, bool);
     impl OnBackend for Cmd {
         type Output = ();
-        fn run<B: KvBackend>(self, device: &B::Device) -> Result<()> {
+        fn run<B: ModelBackend>(self, device: &B::Device) -> Result<()> {
             use llm_auction_engine::lm::LanguageModel;
             use llm_auction_engine::lm::local::{EngineModel, NaiveModel};
             use llm_auction_engine::models_file::DEFAULT_ENTRY;

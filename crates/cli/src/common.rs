@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use llm_auction_model::Kernels;
-use llm_auction_model::backend::{DeviceChoice, KvBackend, cpu_device, probe_cuda};
+use llm_auction_model::backend::{DeviceChoice, ModelBackend, cpu_device, probe_cuda};
 use llm_auction_model::model::Model;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -42,7 +42,7 @@ pub trait OnBackend {
     /// What it returns.
     type Output;
     /// Runs on backend `B` and its device.
-    fn run<B: KvBackend>(self, device: &B::Device) -> Result<Self::Output>;
+    fn run<B: ModelBackend>(self, device: &B::Device) -> Result<Self::Output>;
 }
 
 /// Runs `cmd` on the backend of `choice` (probing CUDA first, so a missing driver is an error).
@@ -102,7 +102,7 @@ pub fn tensor_progress<'a>(
 }
 
 /// Loads `--model` (or the default model, with a one-line notice before a download).
-pub fn load_model<B: KvBackend>(
+pub fn load_model<B: ModelBackend>(
     args: &ModelArgs,
     device: &B::Device,
     quiet: bool,

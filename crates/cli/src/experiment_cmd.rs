@@ -14,7 +14,7 @@ use llm_auction_engine::models_file::DEFAULT_ENTRY;
 use llm_auction_engine::mosaic::{Generator, Importance};
 use llm_auction_engine::token_auction::{Agent, SweepConfig};
 use llm_auction_model::atomic_file::write_atomic;
-use llm_auction_model::backend::KvBackend;
+use llm_auction_model::backend::ModelBackend;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -151,7 +151,7 @@ struct MosaicCmd(MosaicExperimentArgs, bool);
 
 impl OnBackend for MosaicCmd {
     type Output = ();
-    fn run<B: KvBackend>(self, device: &B::Device) -> Result<()> {
+    fn run<B: ModelBackend>(self, device: &B::Device) -> Result<()> {
         let MosaicCmd(a, quiet) = self;
         let mut cfg = if a.full {
             ExperimentConfig::full()
@@ -242,7 +242,7 @@ struct SweepCmd(TokenSweepArgs, bool);
 
 impl OnBackend for SweepCmd {
     type Output = ();
-    fn run<B: KvBackend>(self, device: &B::Device) -> Result<()> {
+    fn run<B: ModelBackend>(self, device: &B::Device) -> Result<()> {
         let SweepCmd(a, quiet) = self;
         let specs = if a.agents.is_empty() {
             vec![

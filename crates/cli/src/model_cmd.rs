@@ -4,7 +4,7 @@
 use crate::common::{ModelArgs, OnBackend, bar, load_model, on_device, tensor_progress};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use llm_auction_model::backend::KvBackend;
+use llm_auction_model::backend::ModelBackend;
 use llm_auction_model::export::{ExportFormat, ExportOptions, export};
 use llm_auction_model::fetch::ensure_default_model;
 use llm_auction_model::model::{DEFAULT_SYSTEM_PROMPT, Model};
@@ -186,7 +186,7 @@ pub fn tokenize(args: TokenizeArgs, quiet: bool) -> Result<()> {
     struct Cmd(TokenizeArgs, bool);
     impl OnBackend for Cmd {
         type Output = ();
-        fn run<B: KvBackend>(self, device: &B::Device) -> Result<()> {
+        fn run<B: ModelBackend>(self, device: &B::Device) -> Result<()> {
             let Cmd(args, quiet) = self;
             let model = load_model::<B>(&args.model, device, quiet)?;
             let ids = model.encode(&args.text)?;
@@ -207,7 +207,7 @@ pub fn tokenize(args: TokenizeArgs, quiet: bool) -> Result<()> {
 
 /// The prompt's ids: with `--chat`, one chat turn whose user text is encoded as plain text (so it
 /// cannot forge a turn); without, the raw prompt, whose special-token text is read as such.
-fn prompt_ids<B: KvBackend>(model: &Model<B>, prompt: &str, chat: bool) -> Result<Vec<u32>> {
+fn prompt_ids<B: ModelBackend>(model: &Model<B>, prompt: &str, chat: bool) -> Result<Vec<u32>> {
     Ok(if chat {
         model.chat_turn_ids(DEFAULT_SYSTEM_PROMPT, prompt)?
     } else {
@@ -229,7 +229,7 @@ pub fn score_cmd(args: ScoreArgs, quiet: bool) -> Result<()> {
     struct Cmd(ScoreArgs, bool);
     impl OnBackend for Cmd {
         type Output = ();
-        fn run<B: KvBackend>(self, device: &B::Device) -> Result<()> {
+        fn run<B: ModelBackend>(self, device: &B::Device) -> Result<()> {
             let Cmd(args, quiet) = self;
             let model = load_model::<B>(&args.model, device, quiet)?;
             let prompt_ids = prompt_ids(&model, &args.prompt, args.chat)?;
@@ -296,7 +296,7 @@ pub fn generate_cmd(args: GenerateArgs, quiet: bool) -> Result<()> {
     struct Cmd(GenerateArgs, bool);
     impl OnBackend for Cmd {
         type Output = ();
-        fn run<B: KvBackend>(self, device: &B::Device) -> Result<()> {
+        fn run<B: ModelBackend>(self, device: &B::Device) -> Result<()> {
             let Cmd(args, quiet) = self;
             let model = load_model::<B>(&args.model, device, quiet)?;
             let prompt_ids = prompt_ids(&model, &args.prompt, args.chat)?;

@@ -8,7 +8,7 @@ use anyhow::{Result, bail};
 use clap::Args;
 use llm_auction_engine::engine::EngineConfig;
 pub use llm_auction_engine::registry::{Registry, Serving, roles_of};
-use llm_auction_model::backend::KvBackend;
+use llm_auction_model::backend::ModelBackend;
 use std::path::PathBuf;
 
 /// `--models FILE`.
@@ -27,7 +27,7 @@ pub struct ModelsArgs {
 /// # Errors
 /// A bad models file, an unknown entry, a model that does not load, a server that does not answer
 /// its probe (naming the roles and the entry), an engine thread that does not start.
-pub fn build_registry<B: KvBackend>(
+pub fn build_registry<B: ModelBackend>(
     file: &ModelsArgs,
     roles: &[(String, String)],
     model: &ModelArgs,

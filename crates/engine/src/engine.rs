@@ -236,7 +236,7 @@ impl<R: ModelRunner> Engine<R> {
     /// Queues a request of `owner` (the unit of fair sharing, see the module documentation).
     ///
     /// # Errors
-    /// [`EngineError::InvalidRequest`] (empty prompt, unknown token, bad sampling parameters),
+    /// [`EngineError::EmptyInput`], [`EngineError::TokenOutOfVocab`], bad sampling parameters,
     /// [`EngineError::PromptTooLong`], or [`EngineError::KvCapacity`] when it could not run even
     /// alone.
     pub fn submit_as(&mut self, owner: Owner, req: Request) -> Result<RequestId> {
@@ -341,7 +341,7 @@ impl<R: ModelRunner> Engine<R> {
         ids.into_iter()
             .map(|id| {
                 self.take_outcome(id)
-                    .ok_or_else(|| EngineError::Config(format!("request {id} has no outcome")))?
+                    .ok_or_else(|| EngineError::Internal(format!("request {id} has no outcome")))?
             })
             .collect()
     }

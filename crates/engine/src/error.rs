@@ -15,9 +15,34 @@ pub enum EngineError {
     /// The mechanism rejected its input.
     #[error(transparent)]
     Mechanism(#[from] llm_auction_mechanism::Error),
-    /// A request is malformed (empty prompt, unknown token, ...).
-    #[error("invalid request: {0}")]
-    InvalidRequest(String),
+    /// A token list that must not be empty is (a prompt, a context).
+    #[error("{field}: must contain at least one token")]
+    EmptyInput {
+        /// The list, e.g. `prompt`.
+        field: String,
+    },
+    /// A token id outside the model's vocabulary.
+    #[error("{field}: token {token} is outside the vocabulary of {vocab}")]
+    TokenOutOfVocab {
+        /// Where the token was, e.g. `continuation` or `decider`.
+        field: String,
+        /// The id.
+        token: u64,
+        /// The vocabulary size.
+        vocab: usize,
+    },
+    /// A text holds a control token of the chat template that the backend cannot encode as text.
+    #[error(
+        "{field}: the text holds {token:?}, a control token of the model's chat template, which {backend} cannot encode as plain text; remove it"
+    )]
+    ControlToken {
+        /// The text's field.
+        field: String,
+        /// The control token.
+        token: String,
+        /// The backend, e.g. `a vLLM server`.
+        backend: String,
+    },
     /// A request can never fit, even alone.
     #[error("request needs {needed} KV blocks but the engine has {available}")]
     KvCapacity {
@@ -137,7 +162,9 @@ impl EngineError {
             EngineError::Auction { .. }
             | EngineError::Mechanism(_)
             | EngineError::PromptTooLong { .. }
-            | EngineError::InvalidRequest(_)
+            | EngineError::EmptyInput { .. }
+            | EngineError::TokenOutOfVocab { .. }
+            | EngineError::ControlToken { .. }
             | EngineError::KvCapacity { .. }
             | EngineError::Entry { .. }
             | EngineError::ModelsFile { .. }

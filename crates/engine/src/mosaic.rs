@@ -2,8 +2,8 @@
 //!
 //! 1. Prompts, all through the model's chat template (as in the paper's experiments):
 //!    `π_ref`: system "You are a helpful assistant."; `π_i`: system "Answer the question advertising
-//!    <name>, <description>."; `π_gen`: system "Answer the query. Try to mention <name1>, who
-//!    <description1> and <name2>, who <description2>." (a list for `n` advertisers); user = query.
+//!    `<name>`, `<description>`."; `π_gen`: system "Answer the query. Try to mention `<name1>`, who
+//!    `<description1>` and `<name2>`, who `<description2>`." (a list for `n` advertisers); user = query.
 //! 2. `M` candidates sampled from `π_gen` (context-aware, Algorithm 2) or `π_ref` (Algorithm 1) in one
 //!    batched generation, temperature `T` and top-p `p`, each with its own seed.
 //! 3. Every candidate scored under `π_ref` and every `π_i` (and under the generator's prompt only
@@ -29,7 +29,7 @@ use crate::limits;
 use crate::lm::{LanguageModel, Sample, SessionCounters, reply_text};
 use crate::request::{GenerateSpec, ScoreSpec};
 use crate::roles::{RoleModel, Sessions};
-use llm_auction_mechanism::mosaic::{Mosaic, RewardMatrix, draw_winner};
+use llm_auction_mechanism::mosaic::{Mosaic, RewardMatrix, draw_winner, importance_weights};
 use llm_auction_mechanism::rewards::reward_from_logprobs;
 use llm_auction_mechanism::rng::rng_from_seed;
 use llm_auction_model::model::DEFAULT_SYSTEM_PROMPT;
@@ -648,30 +648,38 @@ pub fn run_mosaic(
     // 3. Rewards, weights, mechanism.
     let mut rows = vec![vec![0.0; m]; ads.len()];
     let mut candidates = Vec::with_capacity(m);
-    let mut lw = Vec::with_capacity(m);
+    let log_q: Vec<Option<f64>> = gens
+        .iter()
+        .map(|g| g.logprobs_proposal.as_ref().map(|lp| lp.iter().sum()))
+        .collect();
+    // Eq. 8's weights log π_ref − log q, q the proposal sampled from or the untempered generator.
+    let lw = match cfg.importance {
+        Importance::Proposal => {
+            let q: Vec<f64> = log_q
+                .iter()
+                .map(|q| q.ok_or_else(no_proposal))
+                .collect::<Result<_>>()?;
+            importance_weights(log_ref, &q, m)?
+        }
+        Importance::Raw => importance_weights(log_ref, &log_gen, m)?,
+    };
     for (j, (g, text)) in gens.iter().zip(texts).enumerate() {
-        let log_q: Option<f64> = g.logprobs_proposal.as_ref().map(|lp| lp.iter().sum());
-        let weight = match cfg.importance {
-            Importance::Proposal => log_ref[j] - log_q.ok_or_else(no_proposal)?,
-            Importance::Raw => log_ref[j] - log_gen[j],
-        };
         let mut rewards = Vec::with_capacity(ads.len());
         for (i, row) in rows.iter_mut().enumerate() {
             let r = reward_from_logprobs(tau_i[i], log_adv(i, j), log_ref[j], 0.0)?;
             row[j] = r;
             rewards.push(r);
         }
-        lw.push(weight);
         candidates.push(Candidate {
             text,
             tokens: g.tokens.clone(),
             finish: g.finish,
             log_ref: log_ref[j],
-            log_q,
+            log_q: log_q[j],
             log_gen: log_gen[j],
             log_adv: (0..ads.len()).map(|i| log_adv(i, j)).collect(),
             rewards,
-            log_weight: weight,
+            log_weight: lw[j],
         });
     }
     let mech = Mosaic::new(cfg.tau)?.with_offset(cfg.offset);
@@ -726,7 +734,7 @@ pub fn run_mosaic(
 
 /// A generation without the raw log-probabilities its backend said it reports.
 fn no_raw() -> EngineError {
-    EngineError::Config(
+    EngineError::Internal(
         "the generator said it reports raw log-probabilities but a candidate came without them"
             .into(),
     )

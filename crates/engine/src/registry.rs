@@ -10,7 +10,7 @@ use crate::lm::local::EngineModel;
 use crate::lm::served::ServedModel;
 use crate::models_file::{DEFAULT_ENTRY, EntrySpec, ModelsFile};
 use crate::remote::RemoteModel;
-use llm_auction_model::backend::KvBackend;
+use llm_auction_model::backend::ModelBackend;
 use llm_auction_model::model::Model;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -72,7 +72,7 @@ impl Registry {
     /// An unknown entry (or any entry but `default` without a models file); a model that does not
     /// load, a server that does not answer its probe, an engine thread that does not start, each
     /// as [`EngineError::Role`] naming the roles and the entry.
-    pub fn ensure<B: KvBackend>(
+    pub fn ensure<B: ModelBackend>(
         &mut self,
         roles: &[(String, String)],
         load: &mut LoadLocal<'_, B>,

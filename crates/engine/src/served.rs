@@ -459,7 +459,7 @@ impl EngineThread {
                 };
                 make(inbox, &ready);
             })
-            .map_err(|e| EngineError::Config(format!("cannot start the engine thread: {e}")))?;
+            .map_err(|e| EngineError::Internal(format!("cannot start the engine thread: {e}")))?;
         ready_rx.recv().map_err(|_| stopped())??;
         Ok(Self {
             handle,

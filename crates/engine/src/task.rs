@@ -63,27 +63,27 @@ pub type Built = (Vec<Seq>, Box<dyn Task>, Vec<usize>);
 
 fn check_tokens(what: &str, tokens: &[u32], vocab: usize) -> Result<()> {
     if tokens.is_empty() {
-        return Err(EngineError::InvalidRequest(format!(
-            "{what}: must contain at least one token"
-        )));
+        return Err(EngineError::EmptyInput { field: what.into() });
     }
     if let Some(&t) = tokens.iter().find(|&&t| t as usize >= vocab) {
-        return Err(EngineError::InvalidRequest(format!(
-            "{what}: token {t} is outside the vocabulary of {vocab}"
-        )));
+        return Err(EngineError::TokenOutOfVocab {
+            field: what.into(),
+            token: t.into(),
+            vocab,
+        });
     }
     Ok(())
 }
 
 fn wrong_row() -> EngineError {
-    EngineError::InvalidRequest("the runner returned a row of the wrong kind".into())
+    EngineError::Internal("the runner returned a row of the wrong kind".into())
 }
 
 /// Builds the task of `req`, checking it against a vocabulary of `vocab` tokens.
 ///
 /// # Errors
-/// [`EngineError::InvalidRequest`]: an empty prompt, a token outside the vocabulary, bad sampling
-/// parameters, a joint request without members.
+/// [`EngineError::EmptyInput`] for an empty prompt or a joint request without members,
+/// [`EngineError::TokenOutOfVocab`], bad sampling parameters.
 pub fn build(req: Request, vocab: usize) -> Result<Built> {
     match req {
         Request::Generate(g) => {
@@ -120,9 +120,9 @@ pub fn build(req: Request, vocab: usize) -> Result<Built> {
         }
         Request::Joint(j) => {
             if j.prompts.is_empty() {
-                return Err(EngineError::InvalidRequest(
-                    "a joint request needs at least one prompt".into(),
-                ));
+                return Err(EngineError::EmptyInput {
+                    field: "prompts".into(),
+                });
             }
             for p in &j.prompts {
                 check_tokens("prompt", p, vocab)?;
@@ -270,9 +270,11 @@ impl Task for JointTask {
             .collect::<Result<Vec<_>>>()?;
         let t = self.decider.decide(&logits)?;
         if t as usize >= vocab {
-            return Err(EngineError::InvalidRequest(format!(
-                "the decider chose token {t}, outside the vocabulary"
-            )));
+            return Err(EngineError::TokenOutOfVocab {
+                field: "decider".into(),
+                token: t.into(),
+                vocab,
+            });
         }
         self.tokens.push(t);
         if self.stop.contains(&t) {

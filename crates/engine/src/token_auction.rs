@@ -1,6 +1,6 @@
 //! The token auction (Duetting, Mirrokni, Paes Leme, Xu, Zuo) end to end on a Llama model.
 //!
-//! Agent `i`'s LLM is the model with system message "Write an ad for <name>, <description>." (or a
+//! Agent `i`'s LLM is the model with system message "Write an ad for `<name>`, `<description>`." (or a
 //! prompt the user supplies) and the query as the user turn. The agents' sequences form one joint
 //! request: every step, one batched forward pass gives each agent's next-token distribution
 //! (temperature 1), the bids aggregate them (linear or log-linear), the mechanism's stable sampler
@@ -32,7 +32,7 @@ pub struct Agent {
     pub description: String,
     /// Its bid `b_i >= 0`.
     pub bid: f64,
-    /// A system message replacing the default "Write an ad for <name>, <description>.".
+    /// A system message replacing the default "Write an ad for `<name>, <description>`.".
     pub system_prompt: Option<String>,
 }
 
@@ -165,8 +165,11 @@ impl JointDecider for AuctionDecider {
             })
             .collect::<std::result::Result<Vec<_>, _>>()?;
         let out = self.run.step(&dists)?;
-        let token = u32::try_from(out.token)
-            .map_err(|_| EngineError::InvalidRequest("token id overflow".into()))?;
+        let token = u32::try_from(out.token).map_err(|_| EngineError::TokenOutOfVocab {
+            field: "token".into(),
+            token: out.token as u64,
+            vocab: u32::MAX as usize,
+        })?;
         if let Ok(mut log) = self.log.lock() {
             log.push(LoggedStep {
                 token,
@@ -193,7 +196,7 @@ impl Prepared {
     fn take_request(&mut self) -> Result<JointSpec> {
         self.request
             .take()
-            .ok_or_else(|| EngineError::Config("request already submitted".into()))
+            .ok_or_else(|| EngineError::Internal("request already submitted".into()))
     }
 }
 
@@ -430,7 +433,7 @@ pub fn run_token_auction(
     let joint = outs
         .into_iter()
         .next()
-        .ok_or_else(|| EngineError::Config("no outcome".into()))?;
+        .ok_or_else(|| EngineError::Internal("no outcome".into()))?;
     let roles = sessions.role_models();
     report(models, roles, p, joint, start.elapsed().as_secs_f64())
 }

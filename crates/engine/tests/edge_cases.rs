@@ -120,7 +120,10 @@ impl JointDecider for FailsAt {
     fn decide(&mut self, logits: &[Vec<f32>]) -> Result<u32> {
         self.calls += 1;
         if self.calls == self.fail_at {
-            return Err(EngineError::InvalidRequest("the decider gave up".into()));
+            return Err(EngineError::Auction {
+                field: "decider".into(),
+                message: "the decider gave up".into(),
+            });
         }
         SumArgmax.decide(logits)
     }

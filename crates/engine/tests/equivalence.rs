@@ -6,7 +6,7 @@
 use llm_auction_engine::engine::{Engine, EngineConfig};
 use llm_auction_engine::request::{GenerateSpec, Outcome, Request, ScoreSpec};
 use llm_auction_engine::runner::BurnRunner;
-use llm_auction_model::backend::KvBackend;
+use llm_auction_model::backend::ModelBackend;
 use llm_auction_model::runner::{GenerateRequest, RunnerConfig, ScoreRequest, generate, score};
 use llm_auction_model::sampling::SamplingParams;
 use llm_auction_model::testing::{MapSource, random_weights, tiny_config};
@@ -19,7 +19,7 @@ fn seq(n: usize, s: u32, vocab: u32) -> Vec<u32> {
 }
 
 /// Generations and scorings sharing prompts, checked against the model crate's runner.
-fn check<B: KvBackend>(model: &Llama<B>, vocab: u32, max_new: usize, configs: &[EngineConfig]) {
+fn check<B: ModelBackend>(model: &Llama<B>, vocab: u32, max_new: usize, configs: &[EngineConfig]) {
     let params = SamplingParams {
         temperature: 0.8,
         top_p: 0.95,

@@ -208,11 +208,11 @@ fn impossible_requests_are_rejected_at_submission() {
     ));
     assert!(matches!(
         e.submit(generate(vec![], 3)),
-        Err(EngineError::InvalidRequest(_))
+        Err(EngineError::EmptyInput { .. })
     ));
     assert!(matches!(
         e.submit(generate(vec![1, 99], 3)),
-        Err(EngineError::InvalidRequest(_))
+        Err(EngineError::TokenOutOfVocab { token: 99, .. })
     ));
     let bad_t = Request::Generate(GenerateSpec {
         prompt: vec![1],

@@ -170,7 +170,10 @@ struct FailAt(usize);
 impl JointDecider for FailAt {
     fn decide(&mut self, logits: &[Vec<f32>]) -> Result<u32> {
         if self.0 == 0 {
-            return Err(EngineError::InvalidRequest("the decider gave up".into()));
+            return Err(EngineError::Auction {
+                field: "decider".into(),
+                message: "the decider gave up".into(),
+            });
         }
         self.0 -= 1;
         SumArgmax.decide(logits)

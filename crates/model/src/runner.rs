@@ -6,7 +6,7 @@
 //! unfinished sequences together, one token each per forward pass. Sampling runs on the host with a
 //! seeded ChaCha8 stream per request, so a request's tokens do not depend on what it is batched with.
 
-use crate::backend::KvBackend;
+use crate::backend::ModelBackend;
 use crate::batch::ForwardBatch;
 use crate::error::{ModelError, Result};
 use crate::llama::Llama;
@@ -150,7 +150,7 @@ fn pack(
     (b, rows)
 }
 
-fn check_request<B: KvBackend>(model: &Llama<B>, prompt: &[u32], extra: usize) -> Result<()> {
+fn check_request<B: ModelBackend>(model: &Llama<B>, prompt: &[u32], extra: usize) -> Result<()> {
     let cfg = model.config();
     if prompt.is_empty() {
         return Err(ModelError::param(
@@ -220,7 +220,7 @@ fn layout(totals: &[usize], block_size: usize, tokens: Vec<Vec<u32>>) -> (Vec<Se
 }
 
 /// Row-wise `log_softmax(logits)[targets]` on the device; returns host values.
-fn gather_logprobs<B: KvBackend>(logits: Tensor<B, 2>, targets: &[u32]) -> Result<Vec<f32>> {
+fn gather_logprobs<B: ModelBackend>(logits: Tensor<B, 2>, targets: &[u32]) -> Result<Vec<f32>> {
     let device = logits.device();
     let idx: Vec<i64> = targets.iter().map(|&t| t as i64).collect();
     let idx = Tensor::<B, 2, Int>::from_data(TensorData::new(idx, [targets.len(), 1]), &device);
@@ -234,7 +234,7 @@ fn gather_logprobs<B: KvBackend>(logits: Tensor<B, 2>, targets: &[u32]) -> Resul
 ///
 /// # Errors
 /// [`ModelError::NonFinite`] when a logit is NaN or infinite.
-pub fn logits_to_host<B: KvBackend>(logits: Tensor<B, 2>) -> Result<Vec<f32>> {
+pub fn logits_to_host<B: ModelBackend>(logits: Tensor<B, 2>) -> Result<Vec<f32>> {
     let host = logits
         .into_data()
         .to_vec::<f32>()
@@ -272,7 +272,7 @@ pub fn top_logprobs(row: &[f32], k: usize) -> Vec<(u32, f32)> {
 /// # Errors
 /// [`ModelError::Parameter`] for an empty prompt, [`ModelError::UnknownToken`],
 /// [`ModelError::PromptTooLong`], [`ModelError::KvCapacity`], or forward errors.
-pub fn score<B: KvBackend>(
+pub fn score<B: ModelBackend>(
     model: &Llama<B>,
     reqs: &[ScoreRequest],
     cfg: &RunnerConfig,
@@ -379,7 +379,7 @@ pub fn score<B: KvBackend>(
 ///
 /// # Errors
 /// As [`score`], and [`ModelError::Parameter`] for invalid sampling parameters.
-pub fn generate<B: KvBackend>(
+pub fn generate<B: ModelBackend>(
     model: &Llama<B>,
     reqs: &[GenerateRequest],
     cfg: &RunnerConfig,

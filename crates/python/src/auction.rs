@@ -193,7 +193,7 @@ impl NativeAuction {
                 };
                 progress.call(name, done, total);
             })?;
-            serde_json::to_string(&report).map_err(|e| EngineError::Config(e.to_string()))
+            serde_json::to_string(&report).map_err(|e| EngineError::Internal(e.to_string()))
         });
         progress.finish(out.map_err(engine_error))
     }
@@ -230,7 +230,7 @@ impl NativeAuction {
             let report = run_token_auction(&models, &query, &agents, &cfg, &mut |done, total| {
                 progress.call("decoding", done, total)
             })?;
-            serde_json::to_string(&report).map_err(|e| EngineError::Config(e.to_string()))
+            serde_json::to_string(&report).map_err(|e| EngineError::Internal(e.to_string()))
         });
         progress.finish(out.map_err(engine_error))
     }

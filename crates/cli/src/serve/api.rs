@@ -319,7 +319,7 @@ pub(crate) async fn mosaic(
                 },
             )?;
             serde_json::to_value(&report)
-                .map_err(|e| EngineError::Config(format!("the report does not serialise: {e}")))
+                .map_err(|e| EngineError::Internal(format!("the report does not serialise: {e}")))
         },
     )
     .await)
@@ -361,7 +361,7 @@ pub(crate) async fn token_auction(
                 },
             )?;
             serde_json::to_value(&report)
-                .map_err(|e| EngineError::Config(format!("the report does not serialise: {e}")))
+                .map_err(|e| EngineError::Internal(format!("the report does not serialise: {e}")))
         },
     )
     .await)

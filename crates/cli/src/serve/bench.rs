@@ -12,7 +12,7 @@ use crate::models::ModelsArgs;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use llm_auction_mechanism::mosaic::{Mosaic, RewardMatrix, importance_weights};
-use llm_auction_model::backend::KvBackend;
+use llm_auction_model::backend::ModelBackend;
 use serde::Serialize;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -170,7 +170,7 @@ pub fn bench_serve(args: BenchServeArgs) -> Result<()> {
     struct Cmd(BenchServeArgs);
     impl OnBackend for Cmd {
         type Output = ();
-        fn run<B: KvBackend>(self, device: &B::Device) -> Result<()> {
+        fn run<B: ModelBackend>(self, device: &B::Device) -> Result<()> {
             let Cmd(a) = self;
             if a.auctions == 0 || a.sequential > a.auctions {
                 bail!("--sequential: must be at most --auctions (and --auctions at least 1)");

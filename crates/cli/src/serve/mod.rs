@@ -21,7 +21,7 @@ use axum::routing::{get, post};
 use clap::Args;
 use llm_auction_engine::models_file::{DEFAULT_ENTRY, ModelsFile};
 use llm_auction_engine::served::Ticket;
-use llm_auction_model::backend::KvBackend;
+use llm_auction_model::backend::ModelBackend;
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -225,7 +225,7 @@ pub(crate) async fn bind(
 ///
 /// # Errors
 /// As [`build_registry`].
-pub(crate) fn load<B: KvBackend>(
+pub(crate) fn load<B: ModelBackend>(
     state: &AppState,
     args: &ModelsArgs,
     model: &ModelArgs,
@@ -256,7 +256,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     struct Cmd(ServeArgs);
     impl OnBackend for Cmd {
         type Output = ();
-        fn run<B: KvBackend>(self, device: &B::Device) -> Result<()> {
+        fn run<B: ModelBackend>(self, device: &B::Device) -> Result<()> {
             let Cmd(args) = self;
             let key = api_key(&args)?;
             if !(args.limits.deadline_s.is_finite() && args.limits.deadline_s > 0.0) {
@@ -276,7 +276,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     on_device(device, Cmd(args))
 }
 
-async fn run_server<B: KvBackend>(
+async fn run_server<B: ModelBackend>(
     args: ServeArgs,
     key: Option<String>,
     device: B::Device,

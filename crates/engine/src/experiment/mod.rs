@@ -6,8 +6,8 @@
 //! row (see [`Row`]); rows are appended per instance and a run can be killed and resumed without
 //! recomputing finished instances (see [`Store`]).
 //!
-//! The module holds the data set, the grid and its loop; [`estimators`] the per-query and
-//! per-instance metrics (their equations live in the mechanism crate), [`store`] the run's files.
+//! The module holds the data set, the grid and its loop; `estimators.rs` the per-query and
+//! per-instance metrics (their equations live in the mechanism crate), `store.rs` the run's files.
 //!
 //! **Log-probability under the optimal policy.** `log π_r(y) = log π_ref(y) + r(y)/τ − log Z` with
 //! `r = Σ_i r_i` and `Z = E_{π_ref}[exp(r/τ)]`. `Z` is estimated once per query from `K` replies

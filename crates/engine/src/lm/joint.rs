@@ -66,7 +66,7 @@ pub fn decode(
     on_step: OnStep<'_>,
 ) -> Result<Vec<JointOutput>> {
     if let Some((s, _)) = members.iter().find(|(s, _)| *s >= sessions) {
-        return Err(EngineError::Config(format!(
+        return Err(EngineError::Internal(format!(
             "joint member on session {s} of {sessions}"
         )));
     }
@@ -98,7 +98,7 @@ pub fn decode(
             let ctx: Vec<Vec<u32>> = wanted.iter().map(|&k| contexts[k].clone()).collect();
             let got = rows_of(s, &ctx)?;
             if got.len() != wanted.len() {
-                return Err(EngineError::Config(format!(
+                return Err(EngineError::Internal(format!(
                     "{} next-token rows for {} contexts",
                     got.len(),
                     wanted.len()

@@ -9,14 +9,14 @@ use crate::request::{
     GenerateSpec, JointDecider, JointOutput, JointSpec, Outcome, Request, ScoreSpec, Scored,
 };
 use crate::runner::BurnRunner;
-use llm_auction_model::backend::KvBackend;
+use llm_auction_model::backend::ModelBackend;
 use llm_auction_model::model::Model;
 use llm_auction_model::runner::{
     GenerateRequest, Generation, RunnerConfig, ScoreRequest, generate, score,
 };
 use std::sync::{Arc, Mutex};
 
-fn local_info<B: KvBackend>(name: &str, model: &Model<B>) -> ModelInfo {
+fn local_info<B: ModelBackend>(name: &str, model: &Model<B>) -> ModelInfo {
     let c = model.config();
     ModelInfo {
         name: name.to_string(),
@@ -77,13 +77,13 @@ fn log_softmax_row(row: &[f32]) -> Vec<f32> {
 }
 
 /// A local model served by the continuous-batching engine; each session owns one engine.
-pub struct EngineModel<B: KvBackend> {
+pub struct EngineModel<B: ModelBackend> {
     model: Arc<Model<B>>,
     cfg: EngineConfig,
     info: ModelInfo,
 }
 
-impl<B: KvBackend> EngineModel<B> {
+impl<B: ModelBackend> EngineModel<B> {
     /// `model` under the entry name `name`, each session an engine with `cfg`.
     pub fn new(name: &str, model: Arc<Model<B>>, cfg: EngineConfig) -> Self {
         let info = local_info(name, &model);
@@ -96,7 +96,7 @@ impl<B: KvBackend> EngineModel<B> {
     }
 }
 
-impl<B: KvBackend> LanguageModel for EngineModel<B>
+impl<B: ModelBackend> LanguageModel for EngineModel<B>
 where
     Model<B>: Send + Sync,
 {
@@ -110,7 +110,7 @@ where
 }
 
 /// One engine: every request of the session shares its batches and its prefix cache.
-struct EngineSession<'m, B: KvBackend> {
+struct EngineSession<'m, B: ModelBackend> {
     engine: Engine<BurnRunner<'m, B>>,
 }
 
@@ -135,7 +135,7 @@ pub(crate) fn next_token_rows(
     }))?;
     let rows = rows.lock().map(|r| r.clone()).unwrap_or_default();
     if rows.len() != contexts.len() {
-        return Err(EngineError::Config("joint step produced no rows".into()));
+        return Err(EngineError::Internal("joint step produced no rows".into()));
     }
     Ok(rows.iter().map(|r| log_softmax_row(r)).collect())
 }
@@ -149,7 +149,7 @@ impl JointDecider for RowTap {
     }
 }
 
-impl<B: KvBackend> ModelSession for EngineSession<'_, B> {
+impl<B: ModelBackend> ModelSession for EngineSession<'_, B> {
     fn generate(&mut self, reqs: Vec<GenerateSpec>, on_step: OnStep<'_>) -> Result<Vec<Sample>> {
         self.generate_each(reqs, on_step, &mut |_, _| {})
     }
@@ -195,7 +195,7 @@ impl<B: KvBackend> ModelSession for EngineSession<'_, B> {
                 {
                     let sample = out.and_then(|o| {
                         o.generated().map(sample_of).ok_or_else(|| {
-                            EngineError::Config("a generation came back as another kind".into())
+                            EngineError::Internal("a generation came back as another kind".into())
                         })
                     });
                     if let Ok(s) = &sample {
@@ -217,7 +217,7 @@ impl<B: KvBackend> ModelSession for EngineSession<'_, B> {
         }
         let samples = samples
             .into_iter()
-            .map(|o| o.unwrap_or_else(|| Err(EngineError::Config("missing generation".into()))))
+            .map(|o| o.unwrap_or_else(|| Err(EngineError::Internal("missing generation".into()))))
             .collect::<Result<Vec<_>>>()?;
         let scored = follow_ids
             .into_iter()
@@ -227,9 +227,9 @@ impl<B: KvBackend> ModelSession for EngineSession<'_, B> {
                         let out = self
                             .engine
                             .take_outcome(id)
-                            .ok_or_else(|| EngineError::Config("missing scoring".into()))??;
+                            .ok_or_else(|| EngineError::Internal("missing scoring".into()))??;
                         out.scored().ok_or_else(|| {
-                            EngineError::Config("a scoring came back as another kind".into())
+                            EngineError::Internal("a scoring came back as another kind".into())
                         })
                     })
                     .collect::<Result<Vec<_>>>()
@@ -259,7 +259,7 @@ impl<B: KvBackend> ModelSession for EngineSession<'_, B> {
                     .take_outcome(id)
                     .transpose()?
                     .and_then(Outcome::joint)
-                    .ok_or_else(|| EngineError::Config("missing joint outcome".into()))
+                    .ok_or_else(|| EngineError::Internal("missing joint outcome".into()))
             })
             .collect()
     }
@@ -277,12 +277,12 @@ impl<B: KvBackend> ModelSession for EngineSession<'_, B> {
 
 /// A local model run one request at a time: each generation and each scoring alone, recomputing its
 /// prompt (the benchmark's baseline).
-pub struct NaiveModel<B: KvBackend> {
+pub struct NaiveModel<B: ModelBackend> {
     model: Arc<Model<B>>,
     info: ModelInfo,
 }
 
-impl<B: KvBackend> NaiveModel<B> {
+impl<B: ModelBackend> NaiveModel<B> {
     /// `model` under the entry name `name`.
     pub fn new(name: &str, model: Arc<Model<B>>) -> Self {
         let info = local_info(name, &model);
@@ -290,7 +290,7 @@ impl<B: KvBackend> NaiveModel<B> {
     }
 }
 
-impl<B: KvBackend> LanguageModel for NaiveModel<B>
+impl<B: ModelBackend> LanguageModel for NaiveModel<B>
 where
     Model<B>: Send + Sync,
 {
@@ -305,7 +305,7 @@ where
     }
 }
 
-struct NaiveSession<'m, B: KvBackend> {
+struct NaiveSession<'m, B: ModelBackend> {
     model: &'m Model<B>,
     info: &'m ModelInfo,
     counters: SessionCounters,
@@ -319,7 +319,7 @@ fn one_at_a_time() -> RunnerConfig {
     }
 }
 
-impl<B: KvBackend> ModelSession for NaiveSession<'_, B> {
+impl<B: ModelBackend> ModelSession for NaiveSession<'_, B> {
     fn generate(&mut self, reqs: Vec<GenerateSpec>, on_step: OnStep<'_>) -> Result<Vec<Sample>> {
         let mut out = Vec::with_capacity(reqs.len());
         for g in reqs {

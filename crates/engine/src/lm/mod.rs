@@ -16,6 +16,34 @@
 //! interface existed. Implementations: [`local::EngineModel`] (the continuous-batching engine over
 //! burn), [`local::NaiveModel`] (one request at a time, the benchmark's baseline) and
 //! [`crate::remote::RemoteModel`] (an OpenAI-compatible server: vLLM or llama.cpp's llama-server).
+//!
+//! One MOSAIC auction over a local model (the tiny random model of the model crate's `testing`
+//! feature; the CLI's default is SmolLM2-135M-Instruct):
+//!
+//! ```
+//! use llm_auction_engine::engine::EngineConfig;
+//! use llm_auction_engine::lm::local::EngineModel;
+//! use llm_auction_engine::mosaic::{Advertiser, MosaicConfig, MosaicModels, run_mosaic};
+//! use llm_auction_model::config::LlamaConfig;
+//! use llm_auction_model::model::Model;
+//! use llm_auction_model::testing::{random_weights, tiny_config, write_gguf};
+//! use llm_auction_model::CpuBackend;
+//! use std::sync::Arc;
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let path = dir.path().join("tiny.gguf");
+//! let cfg = LlamaConfig { max_position: 512, ..tiny_config() };
+//! write_gguf(&path, &cfg, &random_weights(&cfg, 3, false));
+//! let model = Model::<CpuBackend>::load(&path, &Default::default(), &mut |_, _, _| {}).unwrap();
+//! let lm = EngineModel::new("tiny", Arc::new(model), EngineConfig::default());
+//! let ads = [Advertiser { name: "Acme".into(), description: "anvils".into() }];
+//! let cfg = MosaicConfig { m: 3, max_new_tokens: 4, ..MosaicConfig::default() };
+//! let report = run_mosaic(&MosaicModels::single(&lm, 1), "Which anvil?", &ads, &cfg, &mut |_, _, _| {})
+//!     .unwrap();
+//! assert_eq!(report.candidates.len(), 3);
+//! assert!((report.allocation.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+//! assert_eq!(report.reply, report.candidates[report.winner].text);
+//! ```
 
 pub mod joint;
 pub mod local;

@@ -10,7 +10,7 @@ use crate::error::{EngineError, Result};
 use crate::request::{GenerateSpec, JointOutput, JointSpec, Outcome, Request, ScoreSpec, Scored};
 use crate::runner::BurnRunner;
 use crate::served::{EngineHandle, EngineThread, Gauges, Ticket, serve};
-use llm_auction_model::backend::KvBackend;
+use llm_auction_model::backend::ModelBackend;
 use llm_auction_model::model::Model;
 use std::sync::Arc;
 
@@ -25,7 +25,11 @@ impl ServedModel {
     ///
     /// # Errors
     /// An engine that cannot be built (limits, KV allocation).
-    pub fn start<B: KvBackend>(name: &str, model: Arc<Model<B>>, cfg: EngineConfig) -> Result<Self>
+    pub fn start<B: ModelBackend>(
+        name: &str,
+        model: Arc<Model<B>>,
+        cfg: EngineConfig,
+    ) -> Result<Self>
     where
         Model<B>: Send + Sync,
     {
@@ -106,7 +110,7 @@ impl ServedSession<'_> {
 }
 
 fn wrong_kind() -> EngineError {
-    EngineError::Config("the served engine returned an outcome of another kind".into())
+    EngineError::Internal("the served engine returned an outcome of another kind".into())
 }
 
 impl ModelSession for ServedSession<'_> {

@@ -71,7 +71,7 @@ impl RemoteModel {
         }
         let Some((i0, first)) = probes.first() else {
             return Err(first_error
-                .unwrap_or_else(|| EngineError::Config("a remote entry without URLs".into())));
+                .unwrap_or_else(|| EngineError::Internal("a remote entry without URLs".into())));
         };
         for (i, p) in probes.iter().skip(1) {
             if (p.vocab_size, p.context_length, &p.eos_ids)
@@ -197,10 +197,11 @@ impl LanguageModel for RemoteModel {
 
     fn decode(&self, ids: &[u32]) -> Result<String> {
         if let Some(&t) = ids.iter().find(|&&t| t as usize >= self.info.vocab_size) {
-            return Err(EngineError::InvalidRequest(format!(
-                "token {t} is outside the vocabulary of {}",
-                self.info.vocab_size
-            )));
+            return Err(EngineError::TokenOutOfVocab {
+                field: "tokens".into(),
+                token: t.into(),
+                vocab: self.info.vocab_size,
+            });
         }
         match self.http.spec().kind {
             RemoteKind::LlamaServer => llama_server::decode(&self.http, ids),
@@ -286,7 +287,9 @@ fn parallel<T: Sync, R: Send>(
     let results = results.into_inner().unwrap_or_default();
     results
         .into_iter()
-        .map(|r| r.ok_or_else(|| EngineError::Config("a remote request produced no result".into())))
+        .map(|r| {
+            r.ok_or_else(|| EngineError::Internal("a remote request produced no result".into()))
+        })
         .collect()
 }
 
@@ -329,9 +332,9 @@ impl ModelSession for RemoteSession<'_> {
         let m = self.model;
         for r in &reqs {
             if r.prompt.is_empty() {
-                return Err(EngineError::InvalidRequest(
-                    "prompt: must contain at least one token".into(),
-                ));
+                return Err(EngineError::EmptyInput {
+                    field: "prompt".into(),
+                });
             }
             m.check_len(r.prompt.len().saturating_add(r.continuation.len()))?;
         }
@@ -403,9 +406,9 @@ impl ModelSession for RemoteSession<'_> {
         let m = self.model;
         for c in contexts {
             if c.is_empty() {
-                return Err(EngineError::InvalidRequest(
-                    "context: must contain at least one token".into(),
-                ));
+                return Err(EngineError::EmptyInput {
+                    field: "context".into(),
+                });
             }
             m.check_len(c.len() + 1)?;
         }

@@ -165,10 +165,11 @@ pub fn encode_plain(
     controls: &[String],
 ) -> crate::error::Result<Vec<u32>> {
     if let Some(c) = controls.iter().find(|c| text.contains(c.as_str())) {
-        return Err(crate::error::EngineError::InvalidRequest(format!(
-            "the text holds {c:?}, a control token of the model's chat template, which a vLLM \
-             server cannot encode as plain text; remove it"
-        )));
+        return Err(crate::error::EngineError::ControlToken {
+            field: "text".into(),
+            token: c.clone(),
+            backend: "a vLLM server".into(),
+        });
     }
     encode(http, text, vocab)
 }

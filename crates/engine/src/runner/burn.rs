@@ -7,30 +7,30 @@ use crate::error::{EngineError, Result};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor, TensorData};
 use llm_auction_model::Llama;
-use llm_auction_model::backend::KvBackend;
+use llm_auction_model::backend::ModelBackend;
 use llm_auction_model::batch::ForwardBatch;
 use llm_auction_model::kv::KvCache;
 use llm_auction_model::runner::logits_to_host;
 
 /// Runs forward passes of a borrowed model.
-pub struct BurnRunner<'m, B: KvBackend> {
+pub struct BurnRunner<'m, B: ModelBackend> {
     model: &'m Llama<B>,
     cache: Option<KvCache<B>>,
 }
 
-impl<'m, B: KvBackend> BurnRunner<'m, B> {
+impl<'m, B: ModelBackend> BurnRunner<'m, B> {
     /// A runner for `model` (its cache is allocated by the engine through [`ModelRunner::init_cache`]).
     pub fn new(model: &'m Llama<B>) -> Self {
         Self { model, cache: None }
     }
 }
 
-fn int1<B: KvBackend>(v: Vec<i64>, device: &B::Device) -> Tensor<B, 1, Int> {
+fn int1<B: ModelBackend>(v: Vec<i64>, device: &B::Device) -> Tensor<B, 1, Int> {
     let n = v.len();
     Tensor::from_data(TensorData::new(v, [n]), device)
 }
 
-impl<B: KvBackend> ModelRunner for BurnRunner<'_, B> {
+impl<B: ModelBackend> ModelRunner for BurnRunner<'_, B> {
     fn spec(&self) -> RunnerSpec {
         let c = self.model.config();
         RunnerSpec {
@@ -48,9 +48,9 @@ impl<B: KvBackend> ModelRunner for BurnRunner<'_, B> {
         let cache = self
             .cache
             .as_mut()
-            .ok_or_else(|| EngineError::Config("init_cache was not called".into()))?;
+            .ok_or_else(|| EngineError::Internal("init_cache was not called".into()))?;
         if targets.len() != batch.logits_rows.len() {
-            return Err(EngineError::Config("one target per logits row".into()));
+            return Err(EngineError::Internal("one target per logits row".into()));
         }
         let logits = self.model.forward(batch, cache)?;
         let device = self.model.device();

@@ -1,5 +1,5 @@
 //! The native CPU forward pass: the flex backend's implementation of
-//! [`KvBackend::native_forward`](crate::backend::KvBackend::native_forward), on the host slices
+//! [`ModelBackend::native_forward`](crate::backend::ModelBackend::native_forward), on the host slices
 //! that back flex's tensors (no copies of the weights or the KV cache).
 //!
 //! - [`kernels`]: the one GEMM-like kernel (AVX-512, AVX2+FMA or portable, detected at run time),
