@@ -9,7 +9,7 @@ use clap::Args;
 use llm_auction_model::Llama;
 use llm_auction_model::backend::ModelBackend;
 use llm_auction_model::batch::ForwardBatch;
-use llm_auction_model::runner::logits_to_host;
+use llm_auction_model::logits::logits_to_host;
 use serde::Serialize;
 use std::time::Instant;
 

@@ -7,9 +7,10 @@ use clap::{Args, Subcommand};
 use llm_auction_model::backend::ModelBackend;
 use llm_auction_model::export::{ExportFormat, ExportOptions, export};
 use llm_auction_model::fetch::ensure_default_model;
+use llm_auction_model::generation::GenerateRequest;
 use llm_auction_model::model::{DEFAULT_SYSTEM_PROMPT, Model};
-use llm_auction_model::runner::{GenerateRequest, RunnerConfig, ScoreRequest, generate, score};
 use llm_auction_model::sampling::SamplingParams;
+use llm_auction_model::standalone::{ScoreRequest, StandaloneConfig, generate, score};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -245,7 +246,7 @@ pub fn score_cmd(args: ScoreArgs, quiet: bool) -> Result<()> {
                 continuation: continuation_ids.clone(),
                 top_k: args.top_logprobs,
             };
-            let r = score(&model.llama, &[req], &RunnerConfig::default())?.remove(0);
+            let r = score(&model.llama, &[req], &StandaloneConfig::default())?.remove(0);
             let out = ScoreOut {
                 prompt_ids,
                 continuation_ids,
@@ -286,7 +287,7 @@ struct GenerateOut {
     text: String,
     logprobs_raw: Vec<f64>,
     logprobs_proposal: Vec<f64>,
-    finish_reason: llm_auction_model::runner::FinishReason,
+    finish_reason: llm_auction_model::generation::FinishReason,
     seconds: f64,
     tokens_per_second: f64,
 }
@@ -318,9 +319,12 @@ pub fn generate_cmd(args: GenerateArgs, quiet: bool) -> Result<()> {
             };
             let pb = bar(args.max_tokens as u64, "generating", quiet);
             let start = Instant::now();
-            let g = generate(&model.llama, &[req], &RunnerConfig::default(), &mut |n| {
-                pb.set_position(n as u64)
-            })?
+            let g = generate(
+                &model.llama,
+                &[req],
+                &StandaloneConfig::default(),
+                &mut |n| pb.set_position(n as u64),
+            )?
             .remove(0);
             pb.finish_and_clear();
             let seconds = start.elapsed().as_secs_f64();

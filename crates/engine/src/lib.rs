@@ -23,13 +23,13 @@
 //!
 //! ```
 //! use llm_auction_engine::engine::{Engine, EngineConfig};
-//! use llm_auction_engine::request::{GenerateSpec, Request, ScoreSpec};
+//! use llm_auction_engine::request::{GenerateRequest, Request, ScoreSpec};
 //! use llm_auction_engine::runner::MockRunner;
 //! use llm_auction_model::sampling::SamplingParams;
 //!
 //! let mut engine = Engine::new(MockRunner::new(64, 256), EngineConfig::default()).unwrap();
 //! let generation = engine
-//!     .submit(Request::Generate(GenerateSpec {
+//!     .submit(Request::Generate(GenerateRequest {
 //!         prompt: vec![1, 2, 3],
 //!         params: SamplingParams::greedy(),
 //!         max_new_tokens: 5,

@@ -27,13 +27,13 @@ use crate::engine::StepStats;
 use crate::error::{EngineError, Result};
 use crate::limits;
 use crate::lm::{LanguageModel, Sample, SessionCounters, reply_text};
-use crate::request::{GenerateSpec, ScoreSpec};
+use crate::request::{GenerateRequest, ScoreSpec};
 use crate::roles::{RoleModel, Sessions};
 use llm_auction_mechanism::mosaic::{Mosaic, RewardMatrix, draw_winner, importance_weights};
 use llm_auction_mechanism::rewards::reward_from_logprobs;
 use llm_auction_mechanism::rng::rng_from_seed;
+use llm_auction_model::generation::FinishReason;
 use llm_auction_model::model::DEFAULT_SYSTEM_PROMPT;
-use llm_auction_model::runner::FinishReason;
 use llm_auction_model::sampling::SamplingParams;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -488,8 +488,8 @@ pub fn run_mosaic(
         top_k: 0,
         greedy: false,
     };
-    let gen_reqs: Vec<GenerateSpec> = (0..cfg.m)
-        .map(|_| GenerateSpec {
+    let gen_reqs: Vec<GenerateRequest> = (0..cfg.m)
+        .map(|_| GenerateRequest {
             prompt: gen_ids.clone(),
             params,
             max_new_tokens: cfg.max_new_tokens,

@@ -4,24 +4,7 @@
 //! token auction.
 
 use crate::error::Result;
-use llm_auction_model::runner::{FinishReason, Generation};
-use llm_auction_model::sampling::SamplingParams;
-
-/// Sample up to `max_new_tokens` tokens after `prompt`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct GenerateSpec {
-    /// Context tokens (non-empty).
-    pub prompt: Vec<u32>,
-    /// Sampling parameters.
-    pub params: SamplingParams,
-    /// Most tokens to generate.
-    pub max_new_tokens: usize,
-    /// Generation stops after any of these tokens (kept in the output).
-    pub stop: Vec<u32>,
-    /// Seed of this request's random stream (the same seed gives the same tokens whatever the
-    /// request is batched with).
-    pub seed: u64,
-}
+pub use llm_auction_model::generation::{FinishReason, GenerateRequest, Generation};
 
 /// Teacher-forced log-probabilities of `continuation` after `prompt`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,7 +52,7 @@ impl std::fmt::Debug for JointSpec {
 #[derive(Debug)]
 pub enum Request {
     /// Sampled generation.
-    Generate(GenerateSpec),
+    Generate(GenerateRequest),
     /// Teacher-forced scoring.
     Score(ScoreSpec),
     /// Joint decoding (token auction).

@@ -6,7 +6,7 @@ use crate::error::{EngineError, Result};
 use crate::request::{JointDecider, JointOutput, Outcome, Request, Scored};
 use crate::runner::RowOutput;
 use crate::seq::Seq;
-use llm_auction_model::runner::{FinishReason, Generation};
+use llm_auction_model::generation::{FinishReason, Generation};
 use llm_auction_model::sampling::{SamplingParams, sample};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;

@@ -17,7 +17,7 @@ use llm_auction_mechanism::aggregate::{Aggregation, Bids};
 use llm_auction_mechanism::dist::Distribution;
 use llm_auction_mechanism::rng::rng_from_seed;
 use llm_auction_mechanism::token_auction::{PaymentRule, TokenAuction, TokenAuctionRun};
-use llm_auction_model::runner::FinishReason;
+use llm_auction_model::generation::FinishReason;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use std::sync::{Arc, Mutex};

@@ -7,12 +7,12 @@ mod common;
 use common::*;
 use llm_auction_engine::engine::{Engine, EngineConfig};
 use llm_auction_engine::request::{
-    GenerateSpec, JointDecider, JointSpec, Outcome, Request, ScoreSpec,
+    GenerateRequest, JointDecider, JointSpec, Outcome, Request, ScoreSpec,
 };
 use llm_auction_engine::runner::{MockRunner, ModelRunner, RowOutput, RunnerSpec};
 use llm_auction_engine::{EngineError, Result};
 use llm_auction_model::batch::ForwardBatch;
-use llm_auction_model::runner::FinishReason;
+use llm_auction_model::generation::FinishReason;
 use llm_auction_model::sampling::{SamplingParams, argmax};
 
 fn small() -> EngineConfig {
@@ -85,7 +85,7 @@ fn a_stop_token_at_the_first_step_ends_with_that_token() {
     let first = argmax(&MockRunner::logits_of(VOCAB, &prompt)) as u32;
     let mut e = Engine::new(MockRunner::new(VOCAB, 512), small()).unwrap();
     let id = e
-        .submit(Request::Generate(GenerateSpec {
+        .submit(Request::Generate(GenerateRequest {
             prompt: prompt.clone(),
             params: SamplingParams::greedy(),
             max_new_tokens: 10,
@@ -225,7 +225,7 @@ fn non_finite_logits_fail_their_request_not_the_step() {
     let mut generate_prompt = poisoned_prompt.clone();
     generate_prompt.push(POISON);
     let bad_gen = e
-        .submit(Request::Generate(GenerateSpec {
+        .submit(Request::Generate(GenerateRequest {
             prompt: generate_prompt,
             params: SamplingParams::greedy(),
             max_new_tokens: 4,

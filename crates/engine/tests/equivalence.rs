@@ -4,11 +4,11 @@
 //! model's pass is batch-invariant (the native CPU pass), else within 1e-4.
 
 use llm_auction_engine::engine::{Engine, EngineConfig};
-use llm_auction_engine::request::{GenerateSpec, Outcome, Request, ScoreSpec};
+use llm_auction_engine::request::{GenerateRequest, Outcome, Request, ScoreSpec};
 use llm_auction_engine::runner::BurnRunner;
 use llm_auction_model::backend::ModelBackend;
-use llm_auction_model::runner::{GenerateRequest, RunnerConfig, ScoreRequest, generate, score};
 use llm_auction_model::sampling::SamplingParams;
+use llm_auction_model::standalone::{ScoreRequest, StandaloneConfig, generate, score};
 use llm_auction_model::testing::{MapSource, random_weights, tiny_config};
 use llm_auction_model::{Llama, for_each_backend};
 
@@ -49,7 +49,7 @@ fn check<B: ModelBackend>(model: &Llama<B>, vocab: u32, max_new: usize, configs:
             generate(
                 model,
                 std::slice::from_ref(g),
-                &RunnerConfig::default(),
+                &StandaloneConfig::default(),
                 &mut |_| {},
             )
             .unwrap()
@@ -59,7 +59,7 @@ fn check<B: ModelBackend>(model: &Llama<B>, vocab: u32, max_new: usize, configs:
     let want_score: Vec<_> = scores
         .iter()
         .map(|s| {
-            score(model, std::slice::from_ref(s), &RunnerConfig::default())
+            score(model, std::slice::from_ref(s), &StandaloneConfig::default())
                 .unwrap()
                 .remove(0)
         })
@@ -70,18 +70,7 @@ fn check<B: ModelBackend>(model: &Llama<B>, vocab: u32, max_new: usize, configs:
             let mut reqs: Vec<(usize, Request)> = gens
                 .iter()
                 .enumerate()
-                .map(|(k, g)| {
-                    (
-                        k,
-                        Request::Generate(GenerateSpec {
-                            prompt: g.prompt.clone(),
-                            params: g.params,
-                            max_new_tokens: g.max_new_tokens,
-                            stop: vec![],
-                            seed: g.seed,
-                        }),
-                    )
-                })
+                .map(|(k, g)| (k, Request::Generate(g.clone())))
                 .chain(scores.iter().enumerate().map(|(k, s)| {
                     (
                         100 + k,

@@ -4,7 +4,7 @@ use llm_auction_engine::experiment::{
     AdvertiserSpec, ExperimentConfig, Instance, Row, Store, ZEstimate, instance_rows, read_rows,
 };
 use llm_auction_engine::mosaic::{Candidate, Generator, Importance};
-use llm_auction_model::runner::FinishReason;
+use llm_auction_model::generation::FinishReason;
 
 fn cand(text: &str, log_ref: f64, reward: f64) -> Candidate {
     Candidate {

@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use llm_auction_engine::EngineError;
 use llm_auction_engine::engine::{Engine, EngineConfig};
-use llm_auction_engine::request::{GenerateSpec, JointSpec, Outcome, Request};
+use llm_auction_engine::request::{GenerateRequest, JointSpec, Outcome, Request};
 use llm_auction_engine::runner::MockRunner;
 use llm_auction_model::sampling::SamplingParams;
 use proptest::prelude::*;
@@ -187,7 +187,7 @@ fn impossible_requests_are_rejected_at_submission() {
     };
     let mut e = Engine::new(MockRunner::new(VOCAB, 64), cfg).unwrap();
     let generate = |prompt: Vec<u32>, max_new| {
-        Request::Generate(GenerateSpec {
+        Request::Generate(GenerateRequest {
             prompt,
             params: SamplingParams::greedy(),
             max_new_tokens: max_new,
@@ -214,7 +214,7 @@ fn impossible_requests_are_rejected_at_submission() {
         e.submit(generate(vec![1, 99], 3)),
         Err(EngineError::TokenOutOfVocab { token: 99, .. })
     ));
-    let bad_t = Request::Generate(GenerateSpec {
+    let bad_t = Request::Generate(GenerateRequest {
         prompt: vec![1],
         params: SamplingParams {
             temperature: 0.0,

@@ -5,7 +5,8 @@
 //! ([`weights`]), the tokenizer ([`tokenizer`]: `tokenizer.json` or rebuilt from GGUF metadata) and
 //! chat template ([`chat`], minijinja), the default model fetched once with pip ([`fetch`]), a KV
 //! cache and packed forward batches with per-token positions ([`kv`], [`batch`]), sampling with the
-//! log-probabilities MOSAIC needs ([`sampling`]) and batched scoring and generation ([`runner`]).
+//! log-probabilities MOSAIC needs ([`sampling`], [`generation`], [`logits`]) and scoring and generation
+//! of one request at a time without the engine ([`standalone`]).
 //!
 //! Backends are chosen by cargo feature ([`backend`]): `flex` (default, fastest CPU backend
 //! measured), `ndarray`, and `cuda` (selected at run time).
@@ -15,7 +16,7 @@
 //!
 //! ```
 //! use llm_auction_model::model::Model;
-//! use llm_auction_model::runner::{RunnerConfig, ScoreRequest, score};
+//! use llm_auction_model::standalone::{ScoreRequest, StandaloneConfig, score};
 //! use llm_auction_model::testing::{random_weights, tiny_config, write_gguf};
 //! use llm_auction_model::CpuBackend;
 //!
@@ -24,7 +25,7 @@
 //! write_gguf(&path, &tiny_config(), &random_weights(&tiny_config(), 1, false));
 //! let model = Model::<CpuBackend>::load(&path, &Default::default(), &mut |_, _, _| {}).unwrap();
 //! let req = ScoreRequest { prompt: vec![1, 2, 3], continuation: vec![4, 5], top_k: 0 };
-//! let out = score(&model.llama, &[req], &RunnerConfig::default()).unwrap();
+//! let out = score(&model.llama, &[req], &StandaloneConfig::default()).unwrap();
 //! // log p(4 | 1 2 3) + log p(5 | 1 2 3 4): two finite log-probabilities below 0.
 //! assert_eq!(out[0].token_logprobs.len(), 2);
 //! assert!(out[0].token_logprobs.iter().all(|&lp| lp.is_finite() && lp < 0.0));
@@ -42,14 +43,16 @@ pub mod cpu;
 pub mod error;
 pub mod export;
 pub mod fetch;
+pub mod generation;
 pub mod gguf;
 pub mod kv;
 pub mod llama;
+pub mod logits;
 mod mapped;
 pub mod model;
 pub mod rope;
-pub mod runner;
 pub mod sampling;
+pub mod standalone;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tokenizer;

@@ -16,8 +16,9 @@ use llm_auction_model::export::{
 use llm_auction_model::fetch::ensure_default_model;
 use llm_auction_model::gguf::writer::GgufWriter;
 use llm_auction_model::gguf::{GgmlType, GgufFile, MetaValue};
+use llm_auction_model::logits::logits_to_host;
 use llm_auction_model::model::{Model, gguf_tokenizer_spec};
-use llm_auction_model::runner::{RunnerConfig, ScoreRequest, logits_to_host, score};
+use llm_auction_model::standalone::{ScoreRequest, StandaloneConfig, score};
 use llm_auction_model::testing::*;
 use llm_auction_model::tokenizer::TextTokenizer;
 use llm_auction_model::weights::{SafetensorsSource, WeightSource};
@@ -95,10 +96,10 @@ fn compare(a: &Model<B>, b: &Model<B>) -> (f32, f32) {
         let ra = score(
             &a.llama,
             std::slice::from_ref(&req),
-            &RunnerConfig::default(),
+            &StandaloneConfig::default(),
         )
         .unwrap();
-        let rb = score(&b.llama, &[req], &RunnerConfig::default()).unwrap();
+        let rb = score(&b.llama, &[req], &StandaloneConfig::default()).unwrap();
         d_lp = d_lp.max(max_abs(&ra[0].token_logprobs, &rb[0].token_logprobs));
         let ids = |r: &[(u32, f32)]| r.iter().map(|t| t.0).collect::<Vec<_>>();
         assert_eq!(ids(&ra[0].top), ids(&rb[0].top), "{p:?}");

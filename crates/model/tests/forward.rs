@@ -5,7 +5,7 @@
 use llm_auction_model::batch::ForwardBatch;
 use llm_auction_model::for_each_backend;
 use llm_auction_model::llama::Llama;
-use llm_auction_model::runner::logits_to_host;
+use llm_auction_model::logits::logits_to_host;
 use llm_auction_model::testing::*;
 
 /// A batch of one sequence's tokens at positions `start..`, with the given blocks and logits rows.

@@ -5,7 +5,7 @@ use llm_auction_model::ModelError;
 use llm_auction_model::chat::{ChatTemplate, Message};
 use llm_auction_model::config::LlamaConfig;
 use llm_auction_model::model::Model;
-use llm_auction_model::runner::{RunnerConfig, ScoreRequest, score};
+use llm_auction_model::standalone::{ScoreRequest, StandaloneConfig, score};
 use llm_auction_model::testing::*;
 use std::path::Path;
 
@@ -99,7 +99,7 @@ fn huge_context_lengths_load_without_huge_tables() {
         continuation: vec![7, 8],
         top_k: 0,
     };
-    let r = score(&model.llama, &[req], &RunnerConfig::default()).unwrap();
+    let r = score(&model.llama, &[req], &StandaloneConfig::default()).unwrap();
     assert!(r[0].token_logprobs.iter().all(|x| x.is_finite()));
     // 10^12 does not fit the u32 positions at all.
     let dir = hf_with(|v| v["max_position_embeddings"] = serde_json::json!(1_000_000_000_000u64));
@@ -188,7 +188,7 @@ fn nan_weights_fail_the_score_instead_of_printing_null() {
                 continuation: vec![7, 8],
                 top_k,
             };
-            match score(&model.llama, &[req], &RunnerConfig::default()) {
+            match score(&model.llama, &[req], &StandaloneConfig::default()) {
                 Err(ModelError::NonFinite { .. }) => {}
                 other => panic!("{}: expected NonFinite, got {other:?}", path.display()),
             }

@@ -7,8 +7,8 @@ use llm_auction_model::batch::ForwardBatch;
 use llm_auction_model::chat::Message;
 use llm_auction_model::config::LlamaConfig;
 use llm_auction_model::for_each_backend;
+use llm_auction_model::logits::logits_to_host;
 use llm_auction_model::model::Model;
-use llm_auction_model::runner::logits_to_host;
 use llm_auction_model::testing::*;
 use llm_auction_model::{Llama, ModelError};
 

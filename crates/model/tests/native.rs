@@ -7,7 +7,7 @@ use llm_auction_model::backend::FlexBackend as B;
 use llm_auction_model::batch::ForwardBatch;
 use llm_auction_model::config::LlamaConfig;
 use llm_auction_model::llama::{Kernels, Llama};
-use llm_auction_model::runner::logits_to_host;
+use llm_auction_model::logits::logits_to_host;
 use llm_auction_model::testing::*;
 
 /// Odd sizes everywhere: no dimension is a multiple of a SIMD width, 3 query heads per KV head.

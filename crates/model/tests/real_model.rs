@@ -6,11 +6,11 @@
 
 use llm_auction_model::CpuBackend;
 use llm_auction_model::batch::ForwardBatch;
+use llm_auction_model::generation::GenerateRequest;
+use llm_auction_model::logits::logits_to_host;
 use llm_auction_model::model::Model;
-use llm_auction_model::runner::{
-    GenerateRequest, RunnerConfig, ScoreRequest, generate, logits_to_host, score,
-};
 use llm_auction_model::sampling::{SamplingParams, log_sum_exp};
+use llm_auction_model::standalone::{ScoreRequest, StandaloneConfig, generate, score};
 use serde_json::Value;
 use std::sync::OnceLock;
 
@@ -137,7 +137,7 @@ fn teacher_forced_logprobs_within_1e_3() {
             top_k: 5,
         })
         .collect();
-    let out = score(&m.llama, &reqs, &RunnerConfig::default()).unwrap();
+    let out = score(&m.llama, &reqs, &StandaloneConfig::default()).unwrap();
     for (p, r) in prompts.iter().zip(&out) {
         let mut worst = 0.0f64;
         for (tf, &got) in p["teacher_forced"]
@@ -175,7 +175,7 @@ fn greedy_ids_match_up_to_a_small_margin() {
             seed: 0,
         })
         .collect();
-    let out = generate(&m.llama, &reqs, &RunnerConfig::default(), &mut |_| {}).unwrap();
+    let out = generate(&m.llama, &reqs, &StandaloneConfig::default(), &mut |_| {}).unwrap();
     for (p, g) in prompts.iter().zip(&out) {
         let want = ids(&p["greedy_ids"]);
         let margins: Vec<f64> = p["greedy_top1_minus_top2_logit"]

@@ -7,7 +7,7 @@ use super::{ExperimentConfig, ExperimentModels, Instance, Row, ZEstimate, advert
 use crate::error::Result;
 use crate::lm::{LanguageModel, expect_len, reply_text};
 use crate::mosaic::{Candidate, Generator, advertiser_system_prompt, continuation_for};
-use crate::request::{GenerateSpec, ScoreSpec};
+use crate::request::{GenerateRequest, ScoreSpec};
 use crate::roles::Sessions;
 use llm_auction_mechanism::dist::inverse_cdf;
 use llm_auction_mechanism::logspace::softmax;
@@ -55,10 +55,10 @@ pub fn estimate_z(
     };
     // K untempered samples (for log Ẑ), then K tempered ones (footnote 8); seeds drawn in that order.
     let eos = reference.info().eos_ids.clone();
-    let gens: Vec<GenerateSpec> = [SamplingParams::default(), tempered]
+    let gens: Vec<GenerateRequest> = [SamplingParams::default(), tempered]
         .into_iter()
         .flat_map(|params| std::iter::repeat_n(params, cfg.z_samples))
-        .map(|params| GenerateSpec {
+        .map(|params| GenerateRequest {
             prompt: ref_ids.clone(),
             params,
             max_new_tokens: cfg.max_new_tokens,

@@ -10,7 +10,7 @@ use super::OnStep;
 use crate::engine::StepStats;
 use crate::error::{EngineError, Result};
 use crate::request::{JointDecider, JointOutput, JointSpec};
-use llm_auction_model::runner::FinishReason;
+use llm_auction_model::generation::FinishReason;
 
 /// One joint group: its members (indices into the member list), limit, stop ids and decider.
 pub struct Joint {

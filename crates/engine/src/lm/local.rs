@@ -6,14 +6,13 @@ use super::{LanguageModel, ModelInfo, ModelSession, OnStep, Sample, SessionCount
 use crate::engine::{Engine, EngineConfig, StepStats};
 use crate::error::{EngineError, Result};
 use crate::request::{
-    GenerateSpec, JointDecider, JointOutput, JointSpec, Outcome, Request, ScoreSpec, Scored,
+    GenerateRequest, JointDecider, JointOutput, JointSpec, Outcome, Request, ScoreSpec, Scored,
 };
 use crate::runner::BurnRunner;
 use llm_auction_model::backend::ModelBackend;
+use llm_auction_model::generation::Generation;
 use llm_auction_model::model::Model;
-use llm_auction_model::runner::{
-    GenerateRequest, Generation, RunnerConfig, ScoreRequest, generate, score,
-};
+use llm_auction_model::standalone::{ScoreRequest, StandaloneConfig, generate, score};
 use std::sync::{Arc, Mutex};
 
 fn local_info<B: ModelBackend>(name: &str, model: &Model<B>) -> ModelInfo {
@@ -150,7 +149,7 @@ impl JointDecider for RowTap {
 }
 
 impl<B: ModelBackend> ModelSession for EngineSession<'_, B> {
-    fn generate(&mut self, reqs: Vec<GenerateSpec>, on_step: OnStep<'_>) -> Result<Vec<Sample>> {
+    fn generate(&mut self, reqs: Vec<GenerateRequest>, on_step: OnStep<'_>) -> Result<Vec<Sample>> {
         self.generate_each(reqs, on_step, &mut |_, _| {})
     }
 
@@ -158,7 +157,7 @@ impl<B: ModelBackend> ModelSession for EngineSession<'_, B> {
     /// finishes; the first failed request's error (in request order) is returned at the end.
     fn generate_each(
         &mut self,
-        reqs: Vec<GenerateSpec>,
+        reqs: Vec<GenerateRequest>,
         on_step: OnStep<'_>,
         on_sample: &mut dyn FnMut(usize, &Sample),
     ) -> Result<Vec<Sample>> {
@@ -176,7 +175,7 @@ impl<B: ModelBackend> ModelSession for EngineSession<'_, B> {
     /// batches of the samples still decoding.
     fn generate_then_score(
         &mut self,
-        reqs: Vec<GenerateSpec>,
+        reqs: Vec<GenerateRequest>,
         on_step: OnStep<'_>,
         on_sample: &mut dyn FnMut(usize, &Sample),
         follow: &mut dyn FnMut(usize, &Sample) -> Vec<ScoreSpec>,
@@ -311,27 +310,17 @@ struct NaiveSession<'m, B: ModelBackend> {
     counters: SessionCounters,
 }
 
-/// One sequence per pass, a fresh cache per request.
-fn one_at_a_time() -> RunnerConfig {
-    RunnerConfig {
-        max_batch: 1,
-        ..RunnerConfig::default()
-    }
-}
-
 impl<B: ModelBackend> ModelSession for NaiveSession<'_, B> {
-    fn generate(&mut self, reqs: Vec<GenerateSpec>, on_step: OnStep<'_>) -> Result<Vec<Sample>> {
+    fn generate(&mut self, reqs: Vec<GenerateRequest>, on_step: OnStep<'_>) -> Result<Vec<Sample>> {
         let mut out = Vec::with_capacity(reqs.len());
         for g in reqs {
             let prompt_len = g.prompt.len();
-            let req = GenerateRequest {
-                prompt: g.prompt,
-                params: g.params,
-                max_new_tokens: g.max_new_tokens,
-                stop: g.stop,
-                seed: g.seed,
-            };
-            let produced = generate(&self.model.llama, &[req], &one_at_a_time(), &mut |_| {})?;
+            let produced = generate(
+                &self.model.llama,
+                &[g],
+                &StandaloneConfig::default(),
+                &mut |_| {},
+            )?;
             let produced = expect_len(self.info, "generate", produced, 1)?.remove(0);
             self.counters.tokens += (prompt_len + produced.tokens.len()) as u64;
             self.counters.passes += 1 + produced.tokens.len() as u64;
@@ -355,7 +344,7 @@ impl<B: ModelBackend> ModelSession for NaiveSession<'_, B> {
                 continuation: s.continuation,
                 top_k: 0,
             };
-            let r = score(&self.model.llama, &[req], &one_at_a_time())?;
+            let r = score(&self.model.llama, &[req], &StandaloneConfig::default())?;
             let r = expect_len(self.info, "score", r, 1)?.remove(0);
             on_step(&StepStats {
                 finished: 1,
@@ -380,7 +369,7 @@ impl<B: ModelBackend> ModelSession for NaiveSession<'_, B> {
                 continuation: vec![],
                 top_k: vocab,
             };
-            let r = score(&self.model.llama, &[req], &one_at_a_time())?;
+            let r = score(&self.model.llama, &[req], &StandaloneConfig::default())?;
             let top = expect_len(self.info, "next-token row", r, 1)?.remove(0).top;
             let mut row = vec![f32::NEG_INFINITY; vocab];
             for (id, lp) in top {

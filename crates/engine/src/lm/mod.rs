@@ -51,9 +51,9 @@ pub mod served;
 
 use crate::engine::StepStats;
 use crate::error::{EngineError, Result};
-use crate::request::{GenerateSpec, JointOutput, JointSpec, ScoreSpec, Scored};
+use crate::request::{GenerateRequest, JointOutput, JointSpec, ScoreSpec, Scored};
 use crate::served::Ticket;
-use llm_auction_model::runner::FinishReason;
+use llm_auction_model::generation::FinishReason;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -199,7 +199,7 @@ pub trait ModelSession {
     ///
     /// # Errors
     /// Invalid requests, model or server errors.
-    fn generate(&mut self, reqs: Vec<GenerateSpec>, on_step: OnStep<'_>) -> Result<Vec<Sample>>;
+    fn generate(&mut self, reqs: Vec<GenerateRequest>, on_step: OnStep<'_>) -> Result<Vec<Sample>>;
 
     /// As [`ModelSession::generate`], calling `on_sample(index, sample)` as each request finishes
     /// (by default, in request order once all are done).
@@ -208,7 +208,7 @@ pub trait ModelSession {
     /// As [`ModelSession::generate`].
     fn generate_each(
         &mut self,
-        reqs: Vec<GenerateSpec>,
+        reqs: Vec<GenerateRequest>,
         on_step: OnStep<'_>,
         on_sample: &mut dyn FnMut(usize, &Sample),
     ) -> Result<Vec<Sample>> {
@@ -235,7 +235,7 @@ pub trait ModelSession {
     /// As [`ModelSession::generate`] and [`ModelSession::score`].
     fn generate_then_score(
         &mut self,
-        reqs: Vec<GenerateSpec>,
+        reqs: Vec<GenerateRequest>,
         on_step: OnStep<'_>,
         on_sample: &mut dyn FnMut(usize, &Sample),
         follow: &mut dyn FnMut(usize, &Sample) -> Vec<ScoreSpec>,

@@ -7,7 +7,9 @@ use super::local::{EngineModel, next_token_rows};
 use super::{LanguageModel, ModelInfo, ModelSession, OnStep, Sample, SessionCounters};
 use crate::engine::{Engine, EngineConfig, Owner, StepStats};
 use crate::error::{EngineError, Result};
-use crate::request::{GenerateSpec, JointOutput, JointSpec, Outcome, Request, ScoreSpec, Scored};
+use crate::request::{
+    GenerateRequest, JointOutput, JointSpec, Outcome, Request, ScoreSpec, Scored,
+};
 use crate::runner::BurnRunner;
 use crate::served::{EngineHandle, EngineThread, Gauges, Ticket, serve};
 use llm_auction_model::backend::ModelBackend;
@@ -114,13 +116,13 @@ fn wrong_kind() -> EngineError {
 }
 
 impl ModelSession for ServedSession<'_> {
-    fn generate(&mut self, reqs: Vec<GenerateSpec>, on_step: OnStep<'_>) -> Result<Vec<Sample>> {
+    fn generate(&mut self, reqs: Vec<GenerateRequest>, on_step: OnStep<'_>) -> Result<Vec<Sample>> {
         self.generate_each(reqs, on_step, &mut |_, _| {})
     }
 
     fn generate_each(
         &mut self,
-        reqs: Vec<GenerateSpec>,
+        reqs: Vec<GenerateRequest>,
         on_step: OnStep<'_>,
         on_sample: &mut dyn FnMut(usize, &Sample),
     ) -> Result<Vec<Sample>> {

@@ -14,8 +14,8 @@ use super::Probe;
 use super::http::Http;
 use super::json::{self, Bad};
 use crate::lm::Sample;
-use crate::request::{GenerateSpec, Scored};
-use llm_auction_model::runner::FinishReason;
+use crate::request::{GenerateRequest, Scored};
+use llm_auction_model::generation::FinishReason;
 use serde_json::{Value, json};
 
 /// A bias that makes the forced token the only choice.
@@ -137,7 +137,7 @@ fn seed32(seed: u64) -> u32 {
 ///
 /// # Errors
 /// What is missing or malformed in `v`.
-pub fn parse_generate(v: &Value, g: &GenerateSpec, vocab: usize) -> Result<Sample, Bad> {
+pub fn parse_generate(v: &Value, g: &GenerateRequest, vocab: usize) -> Result<Sample, Bad> {
     let p = &g.params;
 
     let steps = json::array(v, "completion_probabilities")?;
@@ -183,7 +183,7 @@ pub fn parse_generate(v: &Value, g: &GenerateSpec, vocab: usize) -> Result<Sampl
 }
 
 /// One sample.
-pub fn generate(http: &Http, g: &GenerateSpec, vocab: usize) -> crate::error::Result<Sample> {
+pub fn generate(http: &Http, g: &GenerateRequest, vocab: usize) -> crate::error::Result<Sample> {
     let p = &g.params;
     let samplers: Vec<&str> = if p.greedy {
         vec![]

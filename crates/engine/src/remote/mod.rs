@@ -18,7 +18,7 @@ use crate::engine::StepStats;
 use crate::error::{EngineError, Result};
 use crate::lm::{LanguageModel, ModelInfo, ModelSession, OnStep, Sample, SessionCounters};
 use crate::models_file::{RemoteKind, RemoteSpec};
-use crate::request::{GenerateSpec, ScoreSpec, Scored};
+use crate::request::{GenerateRequest, ScoreSpec, Scored};
 use crate::served::Ticket;
 use http::Http;
 use std::sync::Mutex;
@@ -294,14 +294,14 @@ fn parallel<T: Sync, R: Send>(
 }
 
 impl ModelSession for RemoteSession<'_> {
-    fn generate(&mut self, reqs: Vec<GenerateSpec>, on_step: OnStep<'_>) -> Result<Vec<Sample>> {
+    fn generate(&mut self, reqs: Vec<GenerateRequest>, on_step: OnStep<'_>) -> Result<Vec<Sample>> {
         let m = self.model;
         for r in &reqs {
             r.params.validate()?;
             m.check_len(r.prompt.len().saturating_add(r.max_new_tokens))?;
         }
         let vocab = m.info.vocab_size;
-        let f = |g: &GenerateSpec| match m.http.spec().kind {
+        let f = |g: &GenerateRequest| match m.http.spec().kind {
             RemoteKind::LlamaServer => llama_server::generate(&m.http, g, vocab),
             RemoteKind::Vllm => vllm::generate(&m.http, g, vocab),
         };

@@ -13,8 +13,8 @@ use super::Probe;
 use super::http::Http;
 use super::json::{self, Bad};
 use crate::lm::Sample;
-use crate::request::{GenerateSpec, Scored};
-use llm_auction_model::runner::FinishReason;
+use crate::request::{GenerateRequest, Scored};
+use llm_auction_model::generation::FinishReason;
 use serde_json::{Value, json};
 
 /// Scorings per request.
@@ -219,7 +219,7 @@ pub fn decode(http: &Http, ids: &[u32]) -> crate::error::Result<String> {
 /// What is missing or malformed in `v`.
 pub fn parse_generate(
     v: &Value,
-    g: &GenerateSpec,
+    g: &GenerateRequest,
     vocab: usize,
     processed: bool,
 ) -> Result<Sample, Bad> {
@@ -272,7 +272,7 @@ pub fn parse_generate(
 }
 
 /// One sample.
-pub fn generate(http: &Http, g: &GenerateSpec, vocab: usize) -> crate::error::Result<Sample> {
+pub fn generate(http: &Http, g: &GenerateRequest, vocab: usize) -> crate::error::Result<Sample> {
     let p = &g.params;
     let body = json!({
         "model": model(http), "prompt": [g.prompt], "n": 1, "max_tokens": g.max_new_tokens,

@@ -10,7 +10,7 @@ use llm_auction_model::Llama;
 use llm_auction_model::backend::ModelBackend;
 use llm_auction_model::batch::ForwardBatch;
 use llm_auction_model::kv::KvCache;
-use llm_auction_model::runner::logits_to_host;
+use llm_auction_model::logits::logits_to_host;
 
 /// Runs forward passes of a borrowed model.
 pub struct BurnRunner<'m, B: ModelBackend> {

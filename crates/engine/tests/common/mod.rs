@@ -5,7 +5,7 @@
 use llm_auction_engine::Result;
 use llm_auction_engine::engine::{Engine, EngineConfig};
 use llm_auction_engine::request::{
-    GenerateSpec, JointDecider, JointSpec, Outcome, Request, ScoreSpec,
+    GenerateRequest, JointDecider, JointSpec, Outcome, Request, ScoreSpec,
 };
 use llm_auction_engine::runner::MockRunner;
 use llm_auction_model::sampling::SamplingParams;
@@ -49,7 +49,7 @@ pub fn request(s: &Spec) -> Request {
             max_new,
             seed,
             greedy,
-        } => Request::Generate(GenerateSpec {
+        } => Request::Generate(GenerateRequest {
             prompt,
             params: if greedy {
                 SamplingParams::greedy()

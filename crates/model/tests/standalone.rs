@@ -1,11 +1,11 @@
-//! Batched scoring and generation on a tiny model: results equal those of one request at a time,
-//! agree with the forward pass, are reproducible under a seed, and bad requests are typed errors.
+//! Standalone scoring and generation on a tiny model: results of several requests equal those of
+//! each alone, prefill chunking changes nothing, they agree with the forward pass, are reproducible
+//! under a seed, and bad requests are typed errors.
 
 use llm_auction_model::for_each_backend;
-use llm_auction_model::runner::{
-    FinishReason, GenerateRequest, RunnerConfig, ScoreRequest, generate, score,
-};
+use llm_auction_model::generation::{FinishReason, GenerateRequest};
 use llm_auction_model::sampling::SamplingParams;
+use llm_auction_model::standalone::{ScoreRequest, StandaloneConfig, generate, score};
 use llm_auction_model::testing::*;
 use llm_auction_model::{Llama, ModelError};
 
@@ -42,16 +42,14 @@ for_each_backend! {
                 top_k: 3,
             })
             .collect();
-        let small = RunnerConfig {
+        let small = StandaloneConfig {
             token_budget: 7,
-            max_batch: 2,
             block_size: 4,
-            max_slots: 64,
         };
-        let batched = score(&m, &reqs, &RunnerConfig::default()).unwrap();
+        let batched = score(&m, &reqs, &StandaloneConfig::default()).unwrap();
         let chunked = score(&m, &reqs, &small).unwrap();
         for (k, r) in reqs.iter().enumerate() {
-            let alone = score(&m, std::slice::from_ref(r), &RunnerConfig::default())
+            let alone = score(&m, std::slice::from_ref(r), &StandaloneConfig::default())
                 .unwrap()
                 .remove(0);
             let full: Vec<u32> = [r.prompt.clone(), r.continuation.clone()].concat();
@@ -104,15 +102,13 @@ for_each_backend! {
                 seed: 100 + k as u64,
             })
             .collect();
-        let a = generate(&m, &reqs, &RunnerConfig::default(), &mut |_| {}).unwrap();
+        let a = generate(&m, &reqs, &StandaloneConfig::default(), &mut |_| {}).unwrap();
         let b = generate(
             &m,
             &reqs,
-            &RunnerConfig {
+            &StandaloneConfig {
                 token_budget: 5,
-                max_batch: 2,
                 block_size: 4,
-                max_slots: 256,
             },
             &mut |_| {},
         )
@@ -121,7 +117,7 @@ for_each_backend! {
             let alone = generate(
                 &m,
                 std::slice::from_ref(r),
-                &RunnerConfig::default(),
+                &StandaloneConfig::default(),
                 &mut |_| {},
             )
             .unwrap()
@@ -155,7 +151,7 @@ for_each_backend! {
         let out = generate(
             &m,
             std::slice::from_ref(&g),
-            &RunnerConfig::default(),
+            &StandaloneConfig::default(),
             &mut |_| {},
         )
         .unwrap()
@@ -173,7 +169,7 @@ for_each_backend! {
             stop: vec![out.tokens[2]],
             ..g
         };
-        let s = generate(&m, &[stop], &RunnerConfig::default(), &mut |_| {})
+        let s = generate(&m, &[stop], &StandaloneConfig::default(), &mut |_| {})
             .unwrap()
             .remove(0);
         let first = out.tokens.iter().position(|&t| t == out.tokens[2]).unwrap();
@@ -190,7 +186,7 @@ for_each_backend! {
             top_k: 0,
         };
         assert!(matches!(
-            score(&m, &[empty], &RunnerConfig::default()),
+            score(&m, &[empty], &StandaloneConfig::default()),
             Err(ModelError::Parameter { .. })
         ));
         let long = ScoreRequest {
@@ -199,7 +195,7 @@ for_each_backend! {
             top_k: 0,
         };
         assert!(matches!(
-            score(&m, &[long], &RunnerConfig::default()),
+            score(&m, &[long], &StandaloneConfig::default()),
             Err(ModelError::PromptTooLong { .. })
         ));
         let unknown = ScoreRequest {
@@ -208,7 +204,7 @@ for_each_backend! {
             top_k: 0,
         };
         assert!(matches!(
-            score(&m, &[unknown], &RunnerConfig::default()),
+            score(&m, &[unknown], &StandaloneConfig::default()),
             Err(ModelError::UnknownToken { id: 999, .. })
         ));
         let unknown = ScoreRequest {
@@ -217,7 +213,7 @@ for_each_backend! {
             top_k: 0,
         };
         assert!(matches!(
-            score(&m, &[unknown], &RunnerConfig::default()),
+            score(&m, &[unknown], &StandaloneConfig::default()),
             Err(ModelError::UnknownToken { id: 999, .. })
         ));
         let bad_t = GenerateRequest {
@@ -231,7 +227,7 @@ for_each_backend! {
             seed: 0,
         };
         assert!(matches!(
-            generate(&m, &[bad_t], &RunnerConfig::default(), &mut |_| {}),
+            generate(&m, &[bad_t], &StandaloneConfig::default(), &mut |_| {}),
             Err(ModelError::Parameter {
                 field: "temperature",
                 ..
@@ -245,7 +241,7 @@ for_each_backend! {
             seed: 0,
         };
         assert!(matches!(
-            generate(&m, &[too_long], &RunnerConfig::default(), &mut |_| {}),
+            generate(&m, &[too_long], &StandaloneConfig::default(), &mut |_| {}),
             Err(ModelError::PromptTooLong { .. })
         ));
         // Zero new tokens is a valid, empty generation.
@@ -257,7 +253,7 @@ for_each_backend! {
             seed: 0,
         };
         assert!(
-            generate(&m, &[none], &RunnerConfig::default(), &mut |_| {}).unwrap()[0]
+            generate(&m, &[none], &StandaloneConfig::default(), &mut |_| {}).unwrap()[0]
                 .tokens
                 .is_empty()
         );

@@ -1,42 +1,37 @@
-//! Batched teacher-forced scoring and sampling on a [`Llama`], one group of requests at a time.
-//!
-//! This is the crate's standalone execution path (and the "one request at a time" reference the
-//! engine's scheduler is tested against): each request gets a contiguous run of KV blocks, prompts
-//! are prefilled in packed chunks of at most `token_budget` tokens, and generation then decodes all
-//! unfinished sequences together, one token each per forward pass. Sampling runs on the host with a
-//! seeded ChaCha8 stream per request, so a request's tokens do not depend on what it is batched with.
+//! Standalone teacher-forced scoring and sampling on a [`Llama`], one request at a time, without
+//! the engine: the path of the CLI's `score` and `generate`, of the engine's one-request baseline
+//! (`NaiveModel`) and the reference the engine's batched results are tested against. There is no
+//! scheduling here (batching requests together is the engine's job): each request gets a fresh KV
+//! cache sized to it, its prompt is prefilled in chunks of at most `token_budget` tokens, and it
+//! then decodes one token per forward pass. Sampling runs on the host with a seeded ChaCha8 stream
+//! per request.
 
 use crate::backend::ModelBackend;
 use crate::batch::ForwardBatch;
 use crate::error::{ModelError, Result};
+use crate::generation::{FinishReason, GenerateRequest, Generation};
 use crate::llama::Llama;
-use crate::sampling::{SamplingParams, log_sum_exp, sample};
-use burn::tensor::activation::log_softmax;
+use crate::logits::{gather_logprobs, logits_to_host, top_logprobs};
+use crate::sampling::sample;
 use burn::tensor::{Int, Tensor, TensorData};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-/// Limits of one forward pass and of one group of requests.
+/// Limits of one forward pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RunnerConfig {
-    /// Most tokens packed into one forward pass.
+pub struct StandaloneConfig {
+    /// Most prompt tokens prefilled in one forward pass.
     pub token_budget: usize,
-    /// Most sequences in one group.
-    pub max_batch: usize,
     /// Tokens per KV block.
     pub block_size: usize,
-    /// Most KV slots allocated for one group.
-    pub max_slots: usize,
 }
 
-impl Default for RunnerConfig {
+impl Default for StandaloneConfig {
     fn default() -> Self {
         Self {
             token_budget: 512,
-            max_batch: 32,
             block_size: 16,
-            max_slots: 32_768,
         }
     }
 }
@@ -61,44 +56,6 @@ pub struct ScoreResult {
     pub total_logprob: f64,
     /// The `top_k` most likely tokens after the prompt with their log-probabilities.
     pub top: Vec<(u32, f32)>,
-}
-
-/// Sample up to `max_new_tokens` after `prompt`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct GenerateRequest {
-    /// Context tokens (at least one).
-    pub prompt: Vec<u32>,
-    /// Sampling parameters.
-    pub params: SamplingParams,
-    /// Most tokens to generate.
-    pub max_new_tokens: usize,
-    /// Generation stops after any of these tokens (which is kept in the output).
-    pub stop: Vec<u32>,
-    /// Seed of this request's random stream.
-    pub seed: u64,
-}
-
-/// Why generation ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FinishReason {
-    /// A stop token was produced.
-    Stop,
-    /// `max_new_tokens` were produced.
-    Length,
-}
-
-/// A generated continuation.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Generation {
-    /// The new tokens (a final stop token included).
-    pub tokens: Vec<u32>,
-    /// `log π(token)` under the raw model for each token.
-    pub logprobs_raw: Vec<f64>,
-    /// `log q(token)` under the proposal it was sampled from.
-    pub logprobs_proposal: Vec<f64>,
-    /// Why it ended.
-    pub finish: FinishReason,
 }
 
 /// A sequence being run: its tokens so far, its contiguous KV blocks, and how far it is computed.
@@ -174,32 +131,6 @@ fn check_request<B: ModelBackend>(model: &Llama<B>, prompt: &[u32], extra: usize
     Ok(())
 }
 
-/// Splits request indices into groups that respect `max_batch` and `max_slots`.
-fn groups(lens: &[usize], cfg: &RunnerConfig) -> Result<Vec<Vec<usize>>> {
-    let mut out: Vec<Vec<usize>> = Vec::new();
-    let mut slots = 0;
-    for (i, &len) in lens.iter().enumerate() {
-        let need = len.div_ceil(cfg.block_size) * cfg.block_size;
-        if need > cfg.max_slots {
-            return Err(ModelError::KvCapacity {
-                needed: need,
-                available: cfg.max_slots,
-            });
-        }
-        match out.last_mut() {
-            Some(g) if g.len() < cfg.max_batch && slots + need <= cfg.max_slots => {
-                g.push(i);
-                slots += need;
-            }
-            _ => {
-                out.push(vec![i]);
-                slots = need;
-            }
-        }
-    }
-    Ok(out)
-}
-
 /// Lays out contiguous blocks for sequences of the given total lengths; returns them and the slots.
 fn layout(totals: &[usize], block_size: usize, tokens: Vec<Vec<u32>>) -> (Vec<Seq>, usize) {
     let mut next = 0u32;
@@ -219,63 +150,15 @@ fn layout(totals: &[usize], block_size: usize, tokens: Vec<Vec<u32>>) -> (Vec<Se
     (seqs, next as usize * block_size)
 }
 
-/// Row-wise `log_softmax(logits)[targets]` on the device; returns host values.
-fn gather_logprobs<B: ModelBackend>(logits: Tensor<B, 2>, targets: &[u32]) -> Result<Vec<f32>> {
-    let device = logits.device();
-    let idx: Vec<i64> = targets.iter().map(|&t| t as i64).collect();
-    let idx = Tensor::<B, 2, Int>::from_data(TensorData::new(idx, [targets.len(), 1]), &device);
-    let lp = log_softmax(logits, 1).gather(1, idx);
-    lp.into_data()
-        .to_vec::<f32>()
-        .map_err(|e| ModelError::Backend(format!("{e:?}")))
-}
-
-/// Host copy of a `[rows, vocab]` logits tensor.
-///
-/// # Errors
-/// [`ModelError::NonFinite`] when a logit is NaN or infinite.
-pub fn logits_to_host<B: ModelBackend>(logits: Tensor<B, 2>) -> Result<Vec<f32>> {
-    let host = logits
-        .into_data()
-        .to_vec::<f32>()
-        .map_err(|e| ModelError::Backend(format!("{e:?}")))?;
-    match host.iter().find(|x| !x.is_finite()) {
-        Some(&value) => Err(ModelError::NonFinite {
-            what: "logit",
-            value,
-        }),
-        None => Ok(host),
-    }
-}
-
-/// The `k` largest entries of a logits row as `(token, log-probability)`, most likely first.
-pub fn top_logprobs(row: &[f32], k: usize) -> Vec<(u32, f32)> {
-    let lse = log_sum_exp(row);
-    let mut idx: Vec<usize> = (0..row.len()).collect();
-    let k = k.min(row.len());
-    if k == 0 {
-        return vec![];
-    }
-    let cmp = |a: &usize, b: &usize| row[*b].total_cmp(&row[*a]).then(a.cmp(b));
-    if k < idx.len() {
-        idx.select_nth_unstable_by(k - 1, cmp);
-        idx.truncate(k);
-    }
-    idx.sort_unstable_by(cmp);
-    idx.into_iter()
-        .map(|t| (t as u32, (row[t] as f64 - lse) as f32))
-        .collect()
-}
-
-/// Teacher-forced log-probabilities of each request's continuation, batched.
+/// Teacher-forced log-probabilities of each request's continuation, one request at a time.
 ///
 /// # Errors
 /// [`ModelError::Parameter`] for an empty prompt, [`ModelError::UnknownToken`],
-/// [`ModelError::PromptTooLong`], [`ModelError::KvCapacity`], or forward errors.
+/// [`ModelError::PromptTooLong`], or forward errors.
 pub fn score<B: ModelBackend>(
     model: &Llama<B>,
     reqs: &[ScoreRequest],
-    cfg: &RunnerConfig,
+    cfg: &StandaloneConfig,
 ) -> Result<Vec<ScoreResult>> {
     for r in reqs {
         check_request(model, &r.prompt, r.continuation.len())?;
@@ -289,7 +172,7 @@ pub fn score<B: ModelBackend>(
         .map(|r| r.prompt.len() + r.continuation.len())
         .collect();
     let mut results: Vec<Option<ScoreResult>> = vec![None; reqs.len()];
-    for group in groups(&lens, cfg)? {
+    for group in (0..reqs.len()).map(|i| [i]) {
         let totals: Vec<usize> = group.iter().map(|&i| lens[i]).collect();
         let tokens = group
             .iter()
@@ -374,7 +257,7 @@ pub fn score<B: ModelBackend>(
         .collect())
 }
 
-/// Samples each request's continuation, batched. `on_token` is called after every decoding step
+/// Samples each request's continuation, one request at a time. `on_token` is called after every decoding step
 /// with the number of tokens generated so far (for progress bars).
 ///
 /// # Errors
@@ -382,7 +265,7 @@ pub fn score<B: ModelBackend>(
 pub fn generate<B: ModelBackend>(
     model: &Llama<B>,
     reqs: &[GenerateRequest],
-    cfg: &RunnerConfig,
+    cfg: &StandaloneConfig,
     on_token: &mut dyn FnMut(usize),
 ) -> Result<Vec<Generation>> {
     for r in reqs {
@@ -396,7 +279,7 @@ pub fn generate<B: ModelBackend>(
         .collect();
     let mut out: Vec<Option<Generation>> = vec![None; reqs.len()];
     let mut produced = 0usize;
-    for group in groups(&lens, cfg)? {
+    for group in (0..reqs.len()).map(|i| [i]) {
         let totals: Vec<usize> = group.iter().map(|&i| lens[i]).collect();
         let tokens = group.iter().map(|&i| reqs[i].prompt.clone()).collect();
         let (mut seqs, slots) = layout(&totals, cfg.block_size, tokens);
