@@ -1,6 +1,6 @@
 //! KV storage: per layer one key store and one value store of `num_slots` rows of width
 //! `num_kv_heads · head_dim`. A slot holds one token's keys (values) for one layer. The caller (the
-//! engine, or this crate's [`crate::runner`]) decides which slots belong to which sequence through the
+//! engine, or this crate's [`crate::standalone`]) decides which slots belong to which sequence through the
 //! block tables of a [`crate::batch::ForwardBatch`]; the model only writes and gathers rows.
 
 use crate::config::LlamaConfig;
