@@ -5,7 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use llm_auction_engine::remote::{llama_server, vllm};
-use llm_auction_engine::request::GenerateSpec;
+use llm_auction_engine::request::GenerateRequest;
 use llm_auction_model::sampling::SamplingParams;
 
 const VOCAB: usize = 64;
@@ -14,7 +14,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) else {
         return;
     };
-    let g = GenerateSpec {
+    let g = GenerateRequest {
         prompt: vec![1, 2, 3],
         params: SamplingParams::default(),
         max_new_tokens: 8,
