@@ -116,3 +116,11 @@ impl Error {
         }
     }
 }
+
+/// [`Error::NonFinite`] naming `field[j]` for the first non-finite entry of `xs`.
+pub(crate) fn check_finite(field: &str, xs: &[f64]) -> Result<()> {
+    match xs.iter().enumerate().find(|(_, x)| !x.is_finite()) {
+        Some((j, &x)) => Err(Error::non_finite(format!("{field}[{j}]"), x)),
+        None => Ok(()),
+    }
+}

@@ -1,7 +1,7 @@
 //! Metrics of the MOSAIC experiments (\[SCS25\] §6): reward gain (Eq. 19), utility gain, Pearson
 //! correlation and the least-squares line with its `R²`.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, check_finite};
 use serde::Serialize;
 
 /// Reward gain of Eq. 19: `Σ_j r_i(y_j) π(y_j) - Σ_j r_i(y_{-i,j}) π^{-i}(y_{-i,j})`, i.e. the
@@ -39,13 +39,6 @@ fn dot(field: &str, a: &[f64], b: &[f64]) -> Result<f64> {
     check_finite(field, b)?;
     check_finite("rewards", a)?;
     Ok(a.iter().zip(b).map(|(x, y)| x * y).sum())
-}
-
-fn check_finite(field: &str, xs: &[f64]) -> Result<()> {
-    match xs.iter().enumerate().find(|(_, x)| !x.is_finite()) {
-        Some((j, &x)) => Err(Error::non_finite(format!("{field}[{j}]"), x)),
-        None => Ok(()),
-    }
 }
 
 fn check_pairs(x: &[f64], y: &[f64]) -> Result<()> {

@@ -16,7 +16,7 @@
 //! the convex `U_i(r_i)` (Rochet), so DSIC does not depend on `M` or on convergence.
 
 use crate::dist::inverse_cdf;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, check_finite};
 use crate::logspace::{log_sum_exp, softmax};
 use crate::rng::uniform_open01;
 use rand::Rng;
@@ -108,9 +108,7 @@ pub fn importance_weights(log_ref: &[f64], log_gen: &[f64], m: usize) -> Result<
                 got: v.len(),
             });
         }
-        if let Some((j, &x)) = v.iter().enumerate().find(|(_, x)| !x.is_finite()) {
-            return Err(Error::non_finite(format!("{name}[{j}]"), x));
-        }
+        check_finite(name, v)?;
     }
     Ok(log_ref.iter().zip(log_gen).map(|(r, g)| r - g).collect())
 }
@@ -208,16 +206,7 @@ impl Mosaic {
         let (n, m, tau) = (rewards.agents(), rewards.candidates(), self.tau);
         let lw = match log_weights {
             Some(lw) => {
-                if lw.len() != m {
-                    return Err(Error::LengthMismatch {
-                        field: "log_weights".into(),
-                        expected: m,
-                        got: lw.len(),
-                    });
-                }
-                if let Some((j, &x)) = lw.iter().enumerate().find(|(_, x)| !x.is_finite()) {
-                    return Err(Error::non_finite(format!("log_weights[{j}]"), x));
-                }
+                check_log_weights(lw, m)?;
                 lw.to_vec()
             }
             None => vec![0.0; m],
@@ -348,18 +337,21 @@ pub fn leave_one_out_scores(
             range: "0..agents",
         });
     }
-    if log_weights.len() != rewards.candidates() {
-        return Err(Error::LengthMismatch {
-            field: "log_weights".into(),
-            expected: rewards.candidates(),
-            got: log_weights.len(),
-        });
-    }
-    if let Some((j, &x)) = log_weights.iter().enumerate().find(|(_, x)| !x.is_finite()) {
-        return Err(Error::non_finite(format!("log_weights[{j}]"), x));
-    }
+    check_log_weights(log_weights, rewards.candidates())?;
     let others: Vec<usize> = (0..rewards.agents()).filter(|&k| k != agent).collect();
     Ok(scores(rewards, &others, log_weights, tau))
+}
+
+/// One finite log-weight per candidate.
+fn check_log_weights(lw: &[f64], m: usize) -> Result<()> {
+    if lw.len() != m {
+        return Err(Error::LengthMismatch {
+            field: "log_weights".into(),
+            expected: m,
+            got: lw.len(),
+        });
+    }
+    check_finite("log_weights", lw)
 }
 
 /// Refuses scores `Σ r/τ + lw` that overflowed f64 (huge rewards over a small `τ`): from them every

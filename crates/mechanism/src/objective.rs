@@ -4,7 +4,7 @@
 //! (Eq. 2), with optimal value `J(π_r) = τ log E_{π_ref}[exp(r/τ)] = τ log Z` (`docs/mechanisms.md` §2).
 
 use crate::dist::Distribution;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, check_finite};
 use crate::logspace::{log_sum_exp, softmax};
 
 fn check(pi_ref: &Distribution, r: &[f64], tau: f64) -> Result<()> {
@@ -21,10 +21,7 @@ fn check(pi_ref: &Distribution, r: &[f64], tau: f64) -> Result<()> {
             got: r.len(),
         });
     }
-    if let Some((j, &x)) = r.iter().enumerate().find(|(_, x)| !x.is_finite()) {
-        return Err(Error::non_finite(format!("rewards[{j}]"), x));
-    }
-    Ok(())
+    check_finite("rewards", r)
 }
 
 /// `KL(p ‖ q) = Σ_y p(y) log(p(y)/q(y))`, with `0 log 0 = 0`; `+inf` when `p` puts mass where `q`
@@ -123,12 +120,8 @@ fn check_sample(log_ref: &[f64], r: &[f64], tau: f64) -> Result<()> {
             got: log_ref.len(),
         });
     }
-    for (name, v) in [("rewards", r), ("log_ref", log_ref)] {
-        if let Some((j, &x)) = v.iter().enumerate().find(|(_, x)| !x.is_finite()) {
-            return Err(Error::non_finite(format!("{name}[{j}]"), x));
-        }
-    }
-    Ok(())
+    check_finite("rewards", r)?;
+    check_finite("log_ref", log_ref)
 }
 
 /// `log π_r(y) = log π_ref(y) + r(y)/τ - log Z` of one reply, given `log Z` or an estimate of it

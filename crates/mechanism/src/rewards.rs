@@ -5,7 +5,7 @@
 //! the rewards of every candidate equally and changes neither the allocation nor the payment
 //! (M10, `docs/mechanisms.md` §3.1). Sequence log-probabilities are sums of token log-probabilities.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, check_finite};
 
 /// `r_i(y) = τ_i (log π_i(y) - log π_ref(y)) + c_i` for whole-sequence log-probabilities (Eq. 11).
 ///
@@ -85,9 +85,7 @@ pub fn reward_rows(
             });
         }
     }
-    if let Some((j, &x)) = log_ref.iter().enumerate().find(|(_, x)| !x.is_finite()) {
-        return Err(Error::non_finite(format!("log_ref[{j}]"), x));
-    }
+    check_finite("log_ref", log_ref)?;
     let mut rows = Vec::with_capacity(n);
     for (i, row) in log_pi.iter().enumerate() {
         if row.len() != log_ref.len() {
