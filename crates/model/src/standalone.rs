@@ -58,53 +58,55 @@ pub struct ScoreResult {
     pub top: Vec<(u32, f32)>,
 }
 
-/// A sequence being run: its tokens so far, its contiguous KV blocks, and how far it is computed.
+/// The one sequence being run: its tokens so far (its KV blocks are `0..`, contiguous) and how
+/// far it is computed.
 struct Seq {
     tokens: Vec<u32>,
-    first_block: u32,
     computed: usize,
 }
 
-/// Packs the next prefill chunks of `seqs` (up to `budget` tokens) into a batch; `want(s, pos)` says
-/// whether the logits of position `pos` of sequence `s` are needed. Returns the batch and, per logits
-/// row, `(sequence, position)`.
-fn pack(
-    seqs: &mut [Seq],
-    active: &[usize],
-    budget: usize,
-    block_size: usize,
-    want: &dyn Fn(usize, usize) -> bool,
-) -> (ForwardBatch, Vec<(usize, usize)>) {
-    let mut b = ForwardBatch {
-        block_size,
-        seq_starts: vec![0],
-        ..Default::default()
-    };
-    let mut rows = Vec::new();
-    let mut left = budget;
-    for &s in active {
-        let seq = &mut seqs[s];
-        let todo = seq.tokens.len() - seq.computed;
-        if todo == 0 || left == 0 {
-            continue;
+impl Seq {
+    fn new(tokens: Vec<u32>) -> Self {
+        Self {
+            tokens,
+            computed: 0,
         }
-        let take = todo.min(left);
-        left -= take;
-        for p in seq.computed..seq.computed + take {
-            if want(s, p) {
-                rows.push((s, p));
+    }
+
+    fn pending(&self) -> bool {
+        self.computed < self.tokens.len()
+    }
+
+    /// The next chunk of at most `budget` uncomputed tokens as a batch; `want(pos)` says whether
+    /// the logits of position `pos` are needed. Returns the batch and the position of each logits
+    /// row.
+    fn next_chunk(
+        &mut self,
+        budget: usize,
+        block_size: usize,
+        want: &dyn Fn(usize) -> bool,
+    ) -> (ForwardBatch, Vec<usize>) {
+        let end = self.tokens.len().min(self.computed + budget);
+        let mut b = ForwardBatch {
+            block_size,
+            seq_starts: vec![0],
+            ..Default::default()
+        };
+        let mut rows = Vec::new();
+        for p in self.computed..end {
+            if want(p) {
+                rows.push(p);
                 b.logits_rows.push(b.tokens.len());
             }
-            b.tokens.push(seq.tokens[p]);
+            b.tokens.push(self.tokens[p]);
             b.positions.push(p as u32);
         }
-        let blocks = (seq.computed + take).div_ceil(block_size);
         b.block_tables
-            .push((0..blocks as u32).map(|k| seq.first_block + k).collect());
+            .push((0..end.div_ceil(block_size) as u32).collect());
         b.seq_starts.push(b.tokens.len());
-        seq.computed += take;
+        self.computed = end;
+        (b, rows)
     }
-    (b, rows)
 }
 
 fn check_request<B: ModelBackend>(model: &Llama<B>, prompt: &[u32], extra: usize) -> Result<()> {
@@ -131,26 +133,17 @@ fn check_request<B: ModelBackend>(model: &Llama<B>, prompt: &[u32], extra: usize
     Ok(())
 }
 
-/// Lays out contiguous blocks for sequences of the given total lengths; returns them and the slots.
-fn layout(totals: &[usize], block_size: usize, tokens: Vec<Vec<u32>>) -> (Vec<Seq>, usize) {
-    let mut next = 0u32;
-    let seqs = totals
-        .iter()
-        .zip(tokens)
-        .map(|(&t, tokens)| {
-            let first_block = next;
-            next += t.div_ceil(block_size) as u32;
-            Seq {
-                tokens,
-                first_block,
-                computed: 0,
-            }
-        })
-        .collect();
-    (seqs, next as usize * block_size)
+/// A KV cache for one sequence of `len` tokens (whole blocks, at least one).
+fn cache_for<B: ModelBackend>(
+    model: &Llama<B>,
+    len: usize,
+    block_size: usize,
+) -> Result<crate::kv::KvCache<B>> {
+    model.new_cache((len.div_ceil(block_size) * block_size).max(block_size))
 }
 
-/// Teacher-forced log-probabilities of each request's continuation, one request at a time.
+/// Teacher-forced log-probabilities of each request's continuation, one request at a time (every
+/// request is checked before any runs).
 ///
 /// # Errors
 /// [`ModelError::Parameter`] for an empty prompt, [`ModelError::UnknownToken`],
@@ -167,98 +160,64 @@ pub fn score<B: ModelBackend>(
             e => Err(e),
         })?;
     }
-    let lens: Vec<usize> = reqs
-        .iter()
-        .map(|r| r.prompt.len() + r.continuation.len())
-        .collect();
-    let mut results: Vec<Option<ScoreResult>> = vec![None; reqs.len()];
-    for group in (0..reqs.len()).map(|i| [i]) {
-        let totals: Vec<usize> = group.iter().map(|&i| lens[i]).collect();
-        let tokens = group
-            .iter()
-            .map(|&i| [reqs[i].prompt.clone(), reqs[i].continuation.clone()].concat())
-            .collect();
-        let (mut seqs, slots) = layout(&totals, cfg.block_size, tokens);
-        let mut cache = model.new_cache(slots.max(cfg.block_size))?;
-        let mut lps: Vec<Vec<f32>> = group
-            .iter()
-            .map(|&i| vec![0.0; reqs[i].continuation.len()])
-            .collect();
-        let mut tops: Vec<Vec<(u32, f32)>> = vec![vec![]; group.len()];
-        let active: Vec<usize> = (0..group.len()).collect();
-        let want = |s: usize, p: usize| {
-            let r = &reqs[group[s]];
-            p + 1 >= r.prompt.len() && p + 1 < r.prompt.len() + r.continuation.len()
-                || (r.top_k > 0 && p + 1 == r.prompt.len())
-        };
-        while seqs.iter().any(|s| s.computed < s.tokens.len()) {
-            let (batch, rows) = pack(&mut seqs, &active, cfg.token_budget, cfg.block_size, &want);
-            let logits = model.forward(&batch, &mut cache)?;
-            // Rows predicting a continuation token: gather their log-probabilities on the device.
-            let targets: Vec<u32> = rows
-                .iter()
-                .map(|&(s, p)| seqs[s].tokens.get(p + 1).copied().unwrap_or(0))
-                .collect();
-            let needs_top: Vec<usize> = rows
-                .iter()
-                .enumerate()
-                .filter(|&(_, &(s, p))| {
-                    reqs[group[s]].top_k > 0 && p + 1 == reqs[group[s]].prompt.len()
-                })
-                .map(|(k, _)| k)
-                .collect();
-            if !needs_top.is_empty() {
-                let idx: Vec<i64> = needs_top.iter().map(|&k| k as i64).collect();
-                let n = idx.len();
-                let sel = logits.clone().select(
-                    0,
-                    Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [n]), model.device()),
-                );
-                let host = logits_to_host(sel)?;
-                let v = model.config().vocab_size;
-                for (j, &k) in needs_top.iter().enumerate() {
-                    let s = rows[k].0;
-                    tops[s] = top_logprobs(&host[j * v..(j + 1) * v], reqs[group[s]].top_k);
-                }
-            }
-            let lp = gather_logprobs(logits, &targets)?;
-            if let Some(&value) = lp.iter().find(|x| !x.is_finite()) {
-                return Err(ModelError::NonFinite {
-                    what: "log-probability",
-                    value,
-                });
-            }
-            for (k, &(s, p)) in rows.iter().enumerate() {
-                let r = &reqs[group[s]];
-                if p + 1 >= r.prompt.len() && p + 1 < r.prompt.len() + r.continuation.len() {
-                    lps[s][p + 1 - r.prompt.len()] = lp[k];
-                }
-            }
-        }
-        for (s, &i) in group.iter().enumerate() {
-            let token_logprobs = std::mem::take(&mut lps[s]);
-            let total_logprob = token_logprobs.iter().map(|&x| x as f64).sum();
-            results[i] = Some(ScoreResult {
-                token_logprobs,
-                total_logprob,
-                top: std::mem::take(&mut tops[s]),
-            });
-        }
-    }
-    Ok(results
-        .into_iter()
-        .map(|r| {
-            r.unwrap_or(ScoreResult {
-                token_logprobs: vec![],
-                total_logprob: 0.0,
-                top: vec![],
-            })
-        })
-        .collect())
+    reqs.iter().map(|r| score_one(model, r, cfg)).collect()
 }
 
-/// Samples each request's continuation, one request at a time. `on_token` is called after every decoding step
-/// with the number of tokens generated so far (for progress bars).
+fn score_one<B: ModelBackend>(
+    model: &Llama<B>,
+    r: &ScoreRequest,
+    cfg: &StandaloneConfig,
+) -> Result<ScoreResult> {
+    let (plen, len) = (r.prompt.len(), r.prompt.len() + r.continuation.len());
+    let mut seq = Seq::new([r.prompt.clone(), r.continuation.clone()].concat());
+    let mut cache = cache_for(model, len, cfg.block_size)?;
+    let mut token_logprobs = vec![0.0; r.continuation.len()];
+    let mut top = vec![];
+    // Position p predicts token p + 1: the continuation's tokens, and the first one after the
+    // prompt for the top-k.
+    let predicts_continuation = |p: usize| p + 1 >= plen && p + 1 < len;
+    let want = |p: usize| predicts_continuation(p) || (r.top_k > 0 && p + 1 == plen);
+    while seq.pending() {
+        let (batch, rows) = seq.next_chunk(cfg.token_budget, cfg.block_size, &want);
+        let logits = model.forward(&batch, &mut cache)?;
+        if r.top_k > 0
+            && let Some(k) = rows.iter().position(|&p| p + 1 == plen)
+        {
+            let idx = TensorData::new(vec![k as i64], [1]);
+            let row = logits
+                .clone()
+                .select(0, Tensor::<B, 1, Int>::from_data(idx, model.device()));
+            top = top_logprobs(&logits_to_host(row)?, r.top_k);
+        }
+        // Rows predicting a continuation token: gather their log-probabilities on the device.
+        let targets: Vec<u32> = rows
+            .iter()
+            .map(|&p| seq.tokens.get(p + 1).copied().unwrap_or(0))
+            .collect();
+        let lp = gather_logprobs(logits, &targets)?;
+        if let Some(&value) = lp.iter().find(|x| !x.is_finite()) {
+            return Err(ModelError::NonFinite {
+                what: "log-probability",
+                value,
+            });
+        }
+        for (&p, &x) in rows.iter().zip(&lp) {
+            if predicts_continuation(p) {
+                token_logprobs[p + 1 - plen] = x;
+            }
+        }
+    }
+    let total_logprob = token_logprobs.iter().map(|&x| x as f64).sum();
+    Ok(ScoreResult {
+        token_logprobs,
+        total_logprob,
+        top,
+    })
+}
+
+/// Samples each request's continuation, one request at a time (every request is checked before
+/// any runs). `on_token` is called after every decoding step with the number of tokens generated
+/// so far (for progress bars).
 ///
 /// # Errors
 /// As [`score`], and [`ModelError::Parameter`] for invalid sampling parameters.
@@ -272,64 +231,55 @@ pub fn generate<B: ModelBackend>(
         r.params.validate()?;
         check_request(model, &r.prompt, r.max_new_tokens)?;
     }
-    let vocab = model.config().vocab_size;
-    let lens: Vec<usize> = reqs
-        .iter()
-        .map(|r| r.prompt.len().saturating_add(r.max_new_tokens))
-        .collect();
-    let mut out: Vec<Option<Generation>> = vec![None; reqs.len()];
     let mut produced = 0usize;
-    for group in (0..reqs.len()).map(|i| [i]) {
-        let totals: Vec<usize> = group.iter().map(|&i| lens[i]).collect();
-        let tokens = group.iter().map(|&i| reqs[i].prompt.clone()).collect();
-        let (mut seqs, slots) = layout(&totals, cfg.block_size, tokens);
-        let mut cache = model.new_cache(slots.max(cfg.block_size))?;
-        let mut rngs: Vec<ChaCha8Rng> = group
-            .iter()
-            .map(|&i| ChaCha8Rng::seed_from_u64(reqs[i].seed))
-            .collect();
-        let mut gens: Vec<Generation> = group
-            .iter()
-            .map(|_| Generation {
-                tokens: vec![],
-                logprobs_raw: vec![],
-                logprobs_proposal: vec![],
-                finish: FinishReason::Length,
-            })
-            .collect();
-        let mut done: Vec<bool> = group.iter().map(|&i| reqs[i].max_new_tokens == 0).collect();
-        loop {
-            let active: Vec<usize> = (0..group.len()).filter(|&s| !done[s]).collect();
-            if active.is_empty() {
-                break;
+    reqs.iter()
+        .map(|r| generate_one(model, r, cfg, &mut produced, on_token))
+        .collect()
+}
+
+fn generate_one<B: ModelBackend>(
+    model: &Llama<B>,
+    r: &GenerateRequest,
+    cfg: &StandaloneConfig,
+    produced: &mut usize,
+    on_token: &mut dyn FnMut(usize),
+) -> Result<Generation> {
+    let vocab = model.config().vocab_size;
+    let mut seq = Seq::new(r.prompt.clone());
+    let mut cache = cache_for(
+        model,
+        r.prompt.len().saturating_add(r.max_new_tokens),
+        cfg.block_size,
+    )?;
+    let mut rng = ChaCha8Rng::seed_from_u64(r.seed);
+    let mut g = Generation {
+        tokens: vec![],
+        logprobs_raw: vec![],
+        logprobs_proposal: vec![],
+        finish: FinishReason::Length,
+    };
+    let mut done = r.max_new_tokens == 0;
+    while !done {
+        // The logits of the last token, once the prompt is fully computed.
+        let last = seq.tokens.len() - 1;
+        let (batch, rows) = seq.next_chunk(cfg.token_budget, cfg.block_size, &|p| p == last);
+        let logits = logits_to_host(model.forward(&batch, &mut cache)?)?;
+        for k in 0..rows.len() {
+            let pick = sample(&logits[k * vocab..(k + 1) * vocab], &r.params, &mut rng)?;
+            g.tokens.push(pick.token);
+            g.logprobs_raw.push(pick.logprob_raw);
+            g.logprobs_proposal.push(pick.logprob_proposal);
+            if r.stop.contains(&pick.token) {
+                g.finish = FinishReason::Stop;
+                done = true;
+            } else if g.tokens.len() >= r.max_new_tokens {
+                done = true;
+            } else {
+                seq.tokens.push(pick.token);
             }
-            // A sequence needs the logits of its last token, once its prompt is fully computed.
-            let lens_now: Vec<usize> = seqs.iter().map(|s| s.tokens.len()).collect();
-            let want = |s: usize, p: usize| p + 1 == lens_now[s];
-            let (batch, rows) = pack(&mut seqs, &active, cfg.token_budget, cfg.block_size, &want);
-            let logits = logits_to_host(model.forward(&batch, &mut cache)?)?;
-            for (k, &(s, _)) in rows.iter().enumerate() {
-                let r = &reqs[group[s]];
-                let pick = sample(&logits[k * vocab..(k + 1) * vocab], &r.params, &mut rngs[s])?;
-                let g = &mut gens[s];
-                g.tokens.push(pick.token);
-                g.logprobs_raw.push(pick.logprob_raw);
-                g.logprobs_proposal.push(pick.logprob_proposal);
-                if r.stop.contains(&pick.token) {
-                    g.finish = FinishReason::Stop;
-                    done[s] = true;
-                } else if g.tokens.len() >= r.max_new_tokens {
-                    done[s] = true;
-                } else {
-                    seqs[s].tokens.push(pick.token);
-                }
-                produced += 1;
-            }
-            on_token(produced);
+            *produced += 1;
         }
-        for (s, &i) in group.iter().enumerate() {
-            out[i] = Some(gens[s].clone());
-        }
+        on_token(*produced);
     }
-    Ok(out.into_iter().flatten().collect())
+    Ok(g)
 }
