@@ -174,7 +174,6 @@ impl OnBackend for MosaicCmd {
             cfg.ms = ms;
         }
         cfg.generators = a.generator.clone();
-        cfg.generators.dedup();
         cfg.max_new_tokens = a.max_new_tokens;
         cfg.z_samples = a.z_samples.max(1);
         cfg.importance = a.importance;

@@ -63,6 +63,11 @@ pub struct Summary {
     pub mention_rate: BTreeMap<String, BTreeMap<usize, Ci>>,
 }
 
+/// Records `c` as generator `g`'s value at `m`.
+fn put(map: &mut BTreeMap<String, BTreeMap<usize, Ci>>, g: &str, m: usize, c: Ci) {
+    map.entry(g.to_string()).or_default().insert(m, c);
+}
+
 /// Draws every figure and returns the summary.
 ///
 /// # Errors
@@ -89,27 +94,37 @@ pub fn plot(dir: &Path) -> Result<Summary> {
         g
     };
     for ((g, m), insts) in &by_gm {
-        let g = &generator_name(*g).to_string();
+        let g = generator_name(*g);
         let per_inst =
             |f: &dyn Fn(&[&Row]) -> f64| -> Vec<f64> { insts.values().map(|rs| f(rs)).collect() };
-        s.instances.insert(g.clone(), insts.len());
-        s.logprob_opt
-            .entry(g.clone())
-            .or_default()
-            .insert(*m, mean_ci(&per_inst(&|rs| rs[0].logprob_opt_reply)));
-        s.expected_logprob_opt
-            .entry(g.clone())
-            .or_default()
-            .insert(*m, mean_ci(&per_inst(&|rs| rs[0].expected_logprob_opt)));
-        s.reward_gain.entry(g.clone()).or_default().insert(
+        s.instances.insert(g.to_string(), insts.len());
+        put(
+            &mut s.logprob_opt,
+            g,
+            *m,
+            mean_ci(&per_inst(&|rs| rs[0].logprob_opt_reply)),
+        );
+        put(
+            &mut s.expected_logprob_opt,
+            g,
+            *m,
+            mean_ci(&per_inst(&|rs| rs[0].expected_logprob_opt)),
+        );
+        put(
+            &mut s.reward_gain,
+            g,
             *m,
             mean_ci(&per_inst(&|rs| rs.iter().map(|r| r.reward_gain).sum())),
         );
-        s.revenue
-            .entry(g.clone())
-            .or_default()
-            .insert(*m, mean_ci(&per_inst(&|rs| rs[0].revenue)));
-        s.utility_gain.entry(g.clone()).or_default().insert(
+        put(
+            &mut s.revenue,
+            g,
+            *m,
+            mean_ci(&per_inst(&|rs| rs[0].revenue)),
+        );
+        put(
+            &mut s.utility_gain,
+            g,
             *m,
             mean_ci(&per_inst(&|rs| rs.iter().map(|r| r.utility_gain).sum())),
         );
@@ -118,22 +133,16 @@ pub fn plot(dir: &Path) -> Result<Summary> {
         let ug: Vec<f64> = obs.iter().map(|r| r.utility_gain).collect();
         let ugn: Vec<f64> = obs.iter().map(|r| r.utility_gain_no_offset).collect();
         if let Some(c) = pearson_ci(&rg, &ug) {
-            s.pearson_offset.entry(g.clone()).or_default().insert(*m, c);
+            put(&mut s.pearson_offset, g, *m, c);
         }
         if let Some(c) = pearson_ci(&rg, &ugn) {
-            s.pearson_no_offset
-                .entry(g.clone())
-                .or_default()
-                .insert(*m, c);
+            put(&mut s.pearson_no_offset, g, *m, c);
         }
         let mentions: Vec<f64> = obs
             .iter()
             .map(|r| f64::from(u8::from(r.mentioned)))
             .collect();
-        s.mention_rate
-            .entry(g.clone())
-            .or_default()
-            .insert(*m, mean_ci(&mentions));
+        put(&mut s.mention_rate, g, *m, mean_ci(&mentions));
     }
     let per_query = |f: fn(&Row) -> f64| -> Ci {
         let v: BTreeMap<u32, f64> = rows.iter().map(|r| (r.query_id, f(r))).collect();
@@ -150,15 +159,13 @@ pub fn plot(dir: &Path) -> Result<Summary> {
             Generator::Reference => "reference (baseline)",
         }
     }
-    let generator_of = |name: &str| gens.iter().copied().find(|&g| generator_name(g) == name);
+    // One series per generator present in `m`, in the generators' order (the maps' key order too).
     let series_of = |m: &BTreeMap<String, BTreeMap<usize, Ci>>, suffix: &str| -> Vec<Series> {
-        m.iter()
+        gens.iter()
+            .filter_map(|&g| Some((g, m.get(generator_name(g))?)))
             .enumerate()
             .map(|(k, (g, pts))| Series {
-                name: format!(
-                    "{}{suffix}",
-                    generator_of(g).map_or(g.as_str(), |g| label(g))
-                ),
+                name: format!("{}{suffix}", label(g)),
                 color: colors[k % colors.len()],
                 points: pts.iter().map(|(&m, c)| (m as f64, *c)).collect(),
             })

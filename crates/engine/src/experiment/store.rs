@@ -93,7 +93,7 @@ fn whole_lines(path: &Path) -> Result<Option<String>> {
     }
 }
 
-/// Records of a headed CSV text; records that do not parse are skipped (`done.csv`, `logz.csv`
+/// Records of a CSV text (with or without a header line); records that do not parse are skipped (`done.csv`, `logz.csv`
 /// hold only what this module wrote, so a bad line can only be a torn one).
 fn records<T: for<'de> Deserialize<'de>>(text: &str, has_headers: bool) -> Vec<T> {
     csv::ReaderBuilder::new()
