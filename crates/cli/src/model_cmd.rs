@@ -7,10 +7,10 @@ use clap::{Args, Subcommand};
 use llm_auction_model::backend::ModelBackend;
 use llm_auction_model::export::{ExportFormat, ExportOptions, export};
 use llm_auction_model::fetch::ensure_default_model;
-use llm_auction_model::generation::GenerateRequest;
+use llm_auction_model::generation::{GenerateRequest, ScoreRequest};
 use llm_auction_model::model::{DEFAULT_SYSTEM_PROMPT, Model};
 use llm_auction_model::sampling::SamplingParams;
-use llm_auction_model::standalone::{ScoreRequest, StandaloneConfig, generate, score};
+use llm_auction_model::standalone::{StandaloneConfig, generate, score_with_top};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -244,15 +244,19 @@ pub fn score_cmd(args: ScoreArgs, quiet: bool) -> Result<()> {
             let req = ScoreRequest {
                 prompt: prompt_ids.clone(),
                 continuation: continuation_ids.clone(),
-                top_k: args.top_logprobs,
             };
-            let r = score(&model.llama, &[req], &StandaloneConfig::default())?.remove(0);
+            let (r, top) = score_with_top(
+                &model.llama,
+                &req,
+                args.top_logprobs,
+                &StandaloneConfig::default(),
+            )?;
             let out = ScoreOut {
                 prompt_ids,
                 continuation_ids,
                 token_logprobs: r.token_logprobs,
                 total_logprob: r.total_logprob,
-                top: r.top,
+                top,
             };
             if args.json {
                 outln!("{}", serde_json::to_string(&out)?);

@@ -23,7 +23,7 @@
 //!
 //! ```
 //! use llm_auction_engine::engine::{Engine, EngineConfig};
-//! use llm_auction_engine::request::{GenerateRequest, Request, ScoreSpec};
+//! use llm_auction_engine::request::{GenerateRequest, Request, ScoreRequest};
 //! use llm_auction_engine::runner::MockRunner;
 //! use llm_auction_model::sampling::SamplingParams;
 //!
@@ -38,7 +38,7 @@
 //!     }))
 //!     .unwrap();
 //! let scored = engine
-//!     .submit(Request::Score(ScoreSpec { prompt: vec![1, 2], continuation: vec![3, 4] }))
+//!     .submit(Request::Score(ScoreRequest { prompt: vec![1, 2], continuation: vec![3, 4] }))
 //!     .unwrap();
 //! // Both requests share every forward pass until each is done.
 //! while engine.has_unfinished() {

@@ -27,7 +27,7 @@ use crate::engine::StepStats;
 use crate::error::{EngineError, Result};
 use crate::limits;
 use crate::lm::{LanguageModel, Sample, SessionCounters, reply_text};
-use crate::request::{GenerateRequest, ScoreSpec};
+use crate::request::{GenerateRequest, ScoreRequest};
 use crate::roles::{RoleModel, Sessions};
 use llm_auction_mechanism::mosaic::{Mosaic, RewardMatrix, draw_winner, importance_weights};
 use llm_auction_mechanism::rewards::reward_from_logprobs;
@@ -549,7 +549,7 @@ pub fn run_mosaic(
             &mut |_, g: &Sample| {
                 piped
                     .iter()
-                    .map(|&k| ScoreSpec {
+                    .map(|&k| ScoreRequest {
                         prompt: scorers[k].2.clone(),
                         continuation: g.tokens.clone(),
                     })
@@ -577,7 +577,7 @@ pub fn run_mosaic(
     // 2. The other scorings, each role's requests in its model's session; the order within a
     //    session is the global order, so a single model sees exactly the requests it always did.
     let mut continuations: Vec<Option<Vec<Vec<u32>>>> = vec![None; sessions.len()];
-    let mut per_session: Vec<Vec<(usize, ScoreSpec)>> = vec![vec![]; sessions.len()];
+    let mut per_session: Vec<Vec<(usize, ScoreRequest)>> = vec![vec![]; sessions.len()];
     for (k, &(s, scorer, prompt)) in scorers.iter().enumerate() {
         if s == sampler_s {
             continue;
@@ -594,7 +594,7 @@ pub fn run_mosaic(
         for (j, c) in continuations[s].iter().flatten().enumerate() {
             per_session[s].push((
                 k * cfg.m + j,
-                ScoreSpec {
+                ScoreRequest {
                     prompt: prompt.clone(),
                     continuation: c.clone(),
                 },
@@ -607,7 +607,7 @@ pub fn run_mosaic(
         if reqs.is_empty() {
             continue;
         }
-        let (slots, specs): (Vec<usize>, Vec<ScoreSpec>) = reqs.into_iter().unzip();
+        let (slots, specs): (Vec<usize>, Vec<ScoreRequest>) = reqs.into_iter().unzip();
         let n = specs.len();
         let scored = sessions
             .get(s)

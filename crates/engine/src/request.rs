@@ -4,16 +4,9 @@
 //! token auction.
 
 use crate::error::Result;
-pub use llm_auction_model::generation::{FinishReason, GenerateRequest, Generation};
-
-/// Teacher-forced log-probabilities of `continuation` after `prompt`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ScoreSpec {
-    /// Context tokens (non-empty).
-    pub prompt: Vec<u32>,
-    /// The scored tokens.
-    pub continuation: Vec<u32>,
-}
+pub use llm_auction_model::generation::{
+    FinishReason, GenerateRequest, Generation, ScoreRequest, Scored,
+};
 
 /// Chooses the next token of a joint decoding from every member's next-token logits.
 pub trait JointDecider: Send {
@@ -54,18 +47,9 @@ pub enum Request {
     /// Sampled generation.
     Generate(GenerateRequest),
     /// Teacher-forced scoring.
-    Score(ScoreSpec),
+    Score(ScoreRequest),
     /// Joint decoding (token auction).
     Joint(JointSpec),
-}
-
-/// Log-probabilities of a scored continuation.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Scored {
-    /// `log p(continuation[i] | prompt, continuation[..i])`.
-    pub token_logprobs: Vec<f32>,
-    /// Their sum.
-    pub total_logprob: f64,
 }
 
 /// The tokens of a joint decoding.

@@ -9,7 +9,7 @@ use llm_auction_engine::lm::local::EngineModel;
 use llm_auction_engine::mosaic::{
     Advertiser, Generator, Importance, MosaicConfig, MosaicModels, run_mosaic,
 };
-use llm_auction_engine::request::ScoreSpec;
+use llm_auction_engine::request::ScoreRequest;
 use llm_auction_engine::token_auction::{
     Agent, TokenAuctionConfig, lambda_sweep, run_token_auction,
 };
@@ -126,7 +126,7 @@ fn mosaic_report_is_consistent_with_the_mechanism() {
     let specs = r
         .candidates
         .iter()
-        .map(|c| ScoreSpec {
+        .map(|c| ScoreRequest {
             prompt: gen_prompt.clone(),
             continuation: c.tokens.clone(),
         })

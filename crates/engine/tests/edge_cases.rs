@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use llm_auction_engine::engine::{Engine, EngineConfig};
 use llm_auction_engine::request::{
-    GenerateRequest, JointDecider, JointSpec, Outcome, Request, ScoreSpec,
+    GenerateRequest, JointDecider, JointSpec, Outcome, Request, ScoreRequest,
 };
 use llm_auction_engine::runner::{MockRunner, ModelRunner, RowOutput, RunnerSpec};
 use llm_auction_engine::{EngineError, Result};
@@ -49,7 +49,7 @@ fn zero_tokens_in_a_joint_group_and_an_empty_continuation_finish_at_once() {
         }))
         .unwrap();
     let empty = e
-        .submit(Request::Score(ScoreSpec {
+        .submit(Request::Score(ScoreRequest {
             prompt: tokens(6, 3),
             continuation: vec![],
         }))
@@ -234,7 +234,7 @@ fn non_finite_logits_fail_their_request_not_the_step() {
         }))
         .unwrap();
     let bad_score = e
-        .submit(Request::Score(ScoreSpec {
+        .submit(Request::Score(ScoreRequest {
             prompt: poisoned_prompt,
             continuation: vec![POISON, 3, 4],
         }))

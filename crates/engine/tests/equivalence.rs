@@ -4,11 +4,11 @@
 //! model's pass is batch-invariant (the native CPU pass), else within 1e-4.
 
 use llm_auction_engine::engine::{Engine, EngineConfig};
-use llm_auction_engine::request::{GenerateRequest, Outcome, Request, ScoreSpec};
+use llm_auction_engine::request::{GenerateRequest, Outcome, Request, ScoreRequest};
 use llm_auction_engine::runner::BurnRunner;
 use llm_auction_model::backend::ModelBackend;
 use llm_auction_model::sampling::SamplingParams;
-use llm_auction_model::standalone::{ScoreRequest, StandaloneConfig, generate, score};
+use llm_auction_model::standalone::{StandaloneConfig, generate, score};
 use llm_auction_model::testing::{MapSource, random_weights, tiny_config};
 use llm_auction_model::{Llama, for_each_backend};
 
@@ -40,7 +40,6 @@ fn check<B: ModelBackend>(model: &Llama<B>, vocab: u32, max_new: usize, configs:
         .map(|k| ScoreRequest {
             prompt: prompts[k % 2].clone(),
             continuation: seq(5 + k, 10 + k as u32, vocab),
-            top_k: 0,
         })
         .collect();
     let want_gen: Vec<_> = gens
@@ -74,7 +73,7 @@ fn check<B: ModelBackend>(model: &Llama<B>, vocab: u32, max_new: usize, configs:
                 .chain(scores.iter().enumerate().map(|(k, s)| {
                     (
                         100 + k,
-                        Request::Score(ScoreSpec {
+                        Request::Score(ScoreRequest {
                             prompt: s.prompt.clone(),
                             continuation: s.continuation.clone(),
                         }),

@@ -15,7 +15,7 @@ use llm_auction_engine::lm::local::EngineModel;
 use llm_auction_engine::models_file::{RemoteKind, RemoteSpec};
 use llm_auction_engine::mosaic::{Advertiser, Importance, MosaicConfig, MosaicModels, run_mosaic};
 use llm_auction_engine::remote::RemoteModel;
-use llm_auction_engine::request::ScoreSpec;
+use llm_auction_engine::request::ScoreRequest;
 use llm_auction_engine::token_auction::{Agent, TokenAuctionConfig, run_token_auction};
 use llm_auction_model::CpuBackend;
 use llm_auction_model::model::Model;
@@ -96,7 +96,7 @@ fn scores_match(remote: &dyn LanguageModel) {
             .unwrap()
             .len()
             .min(cont.len());
-        reqs.push(ScoreSpec {
+        reqs.push(ScoreRequest {
             prompt: ids(&p["prompt_ids"]),
             continuation: cont[..n].to_vec(),
         });
@@ -301,7 +301,7 @@ fn llama_server_replica_that_is_down_is_skipped() {
         .session()
         .unwrap()
         .score(
-            vec![ScoreSpec {
+            vec![ScoreRequest {
                 prompt: vec![504, 3575],
                 continuation: vec![282, 4649],
             }],

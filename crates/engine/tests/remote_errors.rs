@@ -7,7 +7,7 @@ use llm_auction_engine::EngineError;
 use llm_auction_engine::lm::LanguageModel;
 use llm_auction_engine::models_file::{RemoteKind, RemoteSpec};
 use llm_auction_engine::remote::RemoteModel;
-use llm_auction_engine::request::ScoreSpec;
+use llm_auction_engine::request::ScoreRequest;
 use llm_auction_engine::served::Ticket;
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -127,7 +127,7 @@ fn score_err(completion: Completion) -> String {
         .session()
         .unwrap()
         .score(
-            vec![ScoreSpec {
+            vec![ScoreRequest {
                 prompt: vec![10],
                 continuation: vec![11, 12],
             }],
@@ -242,7 +242,7 @@ fn a_503_is_retried_and_a_400_is_not() {
         .session()
         .unwrap()
         .score(
-            vec![ScoreSpec {
+            vec![ScoreRequest {
                 prompt: vec![10],
                 continuation: vec![11],
             }],
@@ -256,7 +256,7 @@ fn a_503_is_retried_and_a_400_is_not() {
     let m2 = RemoteModel::connect(spec(&url2)).unwrap();
     let probe_requests = count2.load(Ordering::SeqCst);
     let _ = m2.session().unwrap().score(
-        vec![ScoreSpec {
+        vec![ScoreRequest {
             prompt: vec![10],
             continuation: vec![11],
         }],
@@ -364,7 +364,7 @@ fn a_stopped_ticket_stops_further_remote_requests() {
         .session_for(&ticket)
         .unwrap()
         .score(
-            vec![ScoreSpec {
+            vec![ScoreRequest {
                 prompt: vec![10],
                 continuation: vec![11, 12, 13],
             }],
@@ -385,7 +385,7 @@ fn a_stopped_ticket_stops_further_remote_requests() {
         .unwrap()
         .score(
             vec![
-                ScoreSpec {
+                ScoreRequest {
                     prompt: vec![10],
                     continuation: vec![11],
                 };

@@ -107,11 +107,17 @@ fn write_rows_host<B: Backend>(
     let rows = rows.into_data();
     let src = rows
         .as_slice::<f32>()
-        .map_err(|e| ModelError::Backend(format!("{e:?}")))?;
+        .map_err(|source| ModelError::Backend {
+            what: "KV rows",
+            source,
+        })?;
     let mut data = store.into_data();
     let dst = data
         .as_mut_slice::<f32>()
-        .map_err(|e| ModelError::Backend(format!("{e:?}")))?;
+        .map_err(|source| ModelError::Backend {
+            what: "the KV cache",
+            source,
+        })?;
     for (k, &s) in slots.iter().enumerate() {
         let s = s as usize;
         dst[s * width..(s + 1) * width].copy_from_slice(&src[k * width..(k + 1) * width]);

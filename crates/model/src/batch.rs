@@ -81,57 +81,72 @@ impl ForwardBatch {
         max_position: usize,
         num_slots: usize,
     ) -> Result<Layout> {
-        let bad = |m: String| Err(ModelError::Batch(m));
+        let bad = |field: &'static str, problem: String| Err(ModelError::Batch { field, problem });
         let n = self.tokens.len();
         if n == 0 {
-            return bad("no tokens".into());
+            return bad("tokens", "no tokens".into());
         }
         if self.positions.len() != n {
-            return bad(format!("{} positions for {n} tokens", self.positions.len()));
+            return bad(
+                "positions",
+                format!("{} positions for {n} tokens", self.positions.len()),
+            );
         }
         if self.seq_starts.len() < 2
             || self.seq_starts[0] != 0
             || self.seq_starts[self.seq_starts.len() - 1] != n
         {
-            return bad("seq_starts must start at 0 and end at the number of tokens".into());
+            return bad(
+                "seq_starts",
+                "must start at 0 and end at the number of tokens".into(),
+            );
         }
         if self.seq_starts.windows(2).any(|w| w[1] <= w[0]) {
             return bad(
-                "every sequence needs at least one token (seq_starts must increase)".into(),
+                "seq_starts",
+                "every sequence needs at least one token (must increase)".into(),
             );
         }
         let s_count = self.num_seqs();
         if self.block_tables.len() != s_count {
-            return bad(format!(
-                "{} block tables for {s_count} sequences",
-                self.block_tables.len()
-            ));
+            return bad(
+                "block_tables",
+                format!(
+                    "{} block tables for {s_count} sequences",
+                    self.block_tables.len()
+                ),
+            );
         }
         if self.block_size == 0 {
-            return bad("block_size must be > 0".into());
+            return bad("block_size", "must be > 0".into());
         }
         if let Some(&t) = self.tokens.iter().find(|&&t| t as usize >= vocab) {
             return Err(ModelError::UnknownToken { id: t, vocab });
         }
         if let Some(&r) = self.logits_rows.iter().find(|&&r| r >= n) {
-            return bad(format!(
-                "logits row {r} out of range (batch has {n} tokens)"
-            ));
+            return bad(
+                "logits_rows",
+                format!("row {r} out of range (batch has {n} tokens)"),
+            );
         }
         let bs = self.block_size;
         let slot = |s: usize, p: usize| -> Result<u32> {
             let table = &self.block_tables[s];
             let Some(&block) = table.get(p / bs) else {
-                return Err(ModelError::Batch(format!(
-                    "sequence {s}: position {p} is beyond its {} blocks",
-                    table.len()
-                )));
+                return Err(ModelError::Batch {
+                    field: "block_tables",
+                    problem: format!(
+                        "sequence {s}: position {p} is beyond its {} blocks",
+                        table.len()
+                    ),
+                });
             };
             let slot = block as usize * bs + p % bs;
             if slot >= num_slots {
-                return Err(ModelError::Batch(format!(
-                    "sequence {s}: slot {slot} >= cache size {num_slots}"
-                )));
+                return Err(ModelError::Batch {
+                    field: "block_tables",
+                    problem: format!("sequence {s}: slot {slot} >= cache size {num_slots}"),
+                });
             }
             Ok(slot as u32)
         };
@@ -144,10 +159,13 @@ impl ForwardBatch {
             for (k, row) in (a..b).enumerate() {
                 let p = self.positions[row] as usize;
                 if p != p0 + k {
-                    return bad(format!(
-                        "sequence {s}: positions must be consecutive (row {row} has {p}, expected {})",
-                        p0 + k
-                    ));
+                    return bad(
+                        "positions",
+                        format!(
+                            "sequence {s}: positions must be consecutive (row {row} has {p}, expected {})",
+                            p0 + k
+                        ),
+                    );
                 }
                 if p >= max_position {
                     return Err(ModelError::PromptTooLong {
@@ -164,7 +182,10 @@ impl ForwardBatch {
         let mut seen = vec![false; num_slots];
         for &sl in &slot_mapping {
             if std::mem::replace(&mut seen[sl as usize], true) {
-                return bad(format!("slot {sl} is written twice in one pass"));
+                return bad(
+                    "block_tables",
+                    format!("slot {sl} is written twice in one pass"),
+                );
             }
         }
         Ok(Layout {
@@ -282,7 +303,10 @@ mod tests {
     fn invalid_batches_are_errors() {
         let mut b = two_seqs();
         b.positions[2] = 5;
-        assert!(matches!(b.plan(10, 100, 16, 1), Err(ModelError::Batch(_))));
+        assert!(matches!(
+            b.plan(10, 100, 16, 1),
+            Err(ModelError::Batch { .. })
+        ));
         let mut b = two_seqs();
         b.tokens[0] = 10;
         assert!(matches!(
@@ -291,7 +315,10 @@ mod tests {
         ));
         let mut b = two_seqs();
         b.block_tables[1] = vec![9];
-        assert!(matches!(b.plan(10, 100, 16, 1), Err(ModelError::Batch(_))));
+        assert!(matches!(
+            b.plan(10, 100, 16, 1),
+            Err(ModelError::Batch { .. })
+        ));
         let mut b = two_seqs();
         b.block_tables[1] = vec![1];
         assert!(

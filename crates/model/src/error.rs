@@ -75,8 +75,13 @@ pub enum ModelError {
     #[error(transparent)]
     Fetch(#[from] FetchError),
     /// A forward batch is inconsistent (a bug in the caller, reported instead of panicking).
-    #[error("invalid forward batch: {0}")]
-    Batch(String),
+    #[error("invalid forward batch: {field}: {problem}")]
+    Batch {
+        /// The batch's field (or `cache`) that is inconsistent.
+        field: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// A sequence does not fit in the model's context.
     #[error(
         "prompt of {len} tokens (plus {extra} to generate) exceeds the model's context of {max} tokens"
@@ -132,8 +137,14 @@ pub enum ModelError {
         value: f32,
     },
     /// A tensor read back from the backend had an unexpected type (an internal invariant).
-    #[error("backend data error: {0}")]
-    Backend(String),
+    #[error("backend data error while reading {what}: {source}")]
+    Backend {
+        /// What was being read (logits, log-probabilities, KV rows).
+        what: &'static str,
+        /// Burn's error.
+        #[source]
+        source: burn::tensor::DataError,
+    },
 }
 
 impl ModelError {

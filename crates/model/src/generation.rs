@@ -1,6 +1,6 @@
-//! What a sampled continuation is asked for and what it gives: one request, its tokens with their
-//! log-probabilities, and why it ended. The engine schedules these requests; [`crate::standalone`]
-//! runs one at a time.
+//! What a request to the model asks for and what it gives: a sampled continuation (its tokens with
+//! their log-probabilities, and why it ended) or a teacher-forced scoring. The engine schedules
+//! these requests; [`crate::standalone`] runs one at a time.
 
 use crate::sampling::SamplingParams;
 use serde::Serialize;
@@ -42,4 +42,23 @@ pub struct Generation {
     pub logprobs_proposal: Vec<f64>,
     /// Why it ended.
     pub finish: FinishReason,
+}
+
+/// Teacher-forced log-probabilities of `continuation` after `prompt` (token ids, tokenized
+/// separately and concatenated).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScoreRequest {
+    /// Context tokens (at least one).
+    pub prompt: Vec<u32>,
+    /// Tokens whose log-probabilities are wanted.
+    pub continuation: Vec<u32>,
+}
+
+/// Log-probabilities of a scored continuation.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Scored {
+    /// `log p(continuation[i] | prompt, continuation[..i])`.
+    pub token_logprobs: Vec<f32>,
+    /// Their sum, in `f64`.
+    pub total_logprob: f64,
 }

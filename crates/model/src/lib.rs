@@ -16,7 +16,8 @@
 //!
 //! ```
 //! use llm_auction_model::model::Model;
-//! use llm_auction_model::standalone::{ScoreRequest, StandaloneConfig, score};
+//! use llm_auction_model::generation::ScoreRequest;
+//! use llm_auction_model::standalone::{StandaloneConfig, score};
 //! use llm_auction_model::testing::{random_weights, tiny_config, write_gguf};
 //! use llm_auction_model::CpuBackend;
 //!
@@ -24,7 +25,7 @@
 //! let path = dir.path().join("tiny.gguf");
 //! write_gguf(&path, &tiny_config(), &random_weights(&tiny_config(), 1, false));
 //! let model = Model::<CpuBackend>::load(&path, &Default::default(), &mut |_, _, _| {}).unwrap();
-//! let req = ScoreRequest { prompt: vec![1, 2, 3], continuation: vec![4, 5], top_k: 0 };
+//! let req = ScoreRequest { prompt: vec![1, 2, 3], continuation: vec![4, 5] };
 //! let out = score(&model.llama, &[req], &StandaloneConfig::default()).unwrap();
 //! // log p(4 | 1 2 3) + log p(5 | 1 2 3 4): two finite log-probabilities below 0.
 //! assert_eq!(out[0].token_logprobs.len(), 2);

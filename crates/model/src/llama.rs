@@ -292,9 +292,10 @@ impl<B: ModelBackend> Llama<B> {
     pub fn forward(&self, batch: &ForwardBatch, cache: &mut KvCache<B>) -> Result<Tensor<B, 2>> {
         let cfg = &self.cfg;
         if cache.keys.len() != cfg.num_layers || cache.width() != cfg.kv_dim() {
-            return Err(ModelError::Batch(
-                "the KV cache was made for another model".into(),
-            ));
+            return Err(ModelError::Batch {
+                field: "cache",
+                problem: "the KV cache was made for another model".into(),
+            });
         }
         let out = self.forward_pass(batch, cache)?;
         self.flops

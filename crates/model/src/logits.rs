@@ -18,7 +18,10 @@ pub fn gather_logprobs<B: ModelBackend>(logits: Tensor<B, 2>, targets: &[u32]) -
     let lp = log_softmax(logits, 1).gather(1, idx);
     lp.into_data()
         .to_vec::<f32>()
-        .map_err(|e| ModelError::Backend(format!("{e:?}")))
+        .map_err(|source| ModelError::Backend {
+            what: "log-probabilities",
+            source,
+        })
 }
 
 /// Host copy of a `[rows, vocab]` logits tensor.
@@ -29,7 +32,10 @@ pub fn logits_to_host<B: ModelBackend>(logits: Tensor<B, 2>) -> Result<Vec<f32>>
     let host = logits
         .into_data()
         .to_vec::<f32>()
-        .map_err(|e| ModelError::Backend(format!("{e:?}")))?;
+        .map_err(|source| ModelError::Backend {
+            what: "logits",
+            source,
+        })?;
     match host.iter().find(|x| !x.is_finite()) {
         Some(&value) => Err(ModelError::NonFinite {
             what: "logit",

@@ -9,14 +9,13 @@
 use crate::backend::ModelBackend;
 use crate::batch::ForwardBatch;
 use crate::error::{ModelError, Result};
-use crate::generation::{FinishReason, GenerateRequest, Generation};
+use crate::generation::{FinishReason, GenerateRequest, Generation, ScoreRequest, Scored};
 use crate::llama::Llama;
 use crate::logits::{gather_logprobs, logits_to_host, top_logprobs};
 use crate::sampling::sample;
 use burn::tensor::{Int, Tensor, TensorData};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde::Serialize;
 
 /// Limits of one forward pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,28 +33,6 @@ impl Default for StandaloneConfig {
             block_size: 16,
         }
     }
-}
-
-/// Score `continuation` after `prompt` (token ids, tokenized separately and concatenated).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ScoreRequest {
-    /// Context tokens (at least one).
-    pub prompt: Vec<u32>,
-    /// Tokens whose log-probabilities are wanted.
-    pub continuation: Vec<u32>,
-    /// Also return the `top_k` most likely next tokens after the prompt.
-    pub top_k: usize,
-}
-
-/// Log-probabilities of a scored continuation.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ScoreResult {
-    /// `log p(continuation[i] | prompt, continuation[..i])`.
-    pub token_logprobs: Vec<f32>,
-    /// Their sum, in `f64`.
-    pub total_logprob: f64,
-    /// The `top_k` most likely tokens after the prompt with their log-probabilities.
-    pub top: Vec<(u32, f32)>,
 }
 
 /// The one sequence being run: its tokens so far (its KV blocks are `0..`, contiguous) and how
@@ -152,22 +129,46 @@ pub fn score<B: ModelBackend>(
     model: &Llama<B>,
     reqs: &[ScoreRequest],
     cfg: &StandaloneConfig,
-) -> Result<Vec<ScoreResult>> {
+) -> Result<Vec<Scored>> {
     for r in reqs {
-        check_request(model, &r.prompt, r.continuation.len())?;
-        check_request(model, &r.continuation, 0).or_else(|e| match e {
-            ModelError::Parameter { .. } => Ok(()),
-            e => Err(e),
-        })?;
+        check_score_request(model, r)?;
     }
-    reqs.iter().map(|r| score_one(model, r, cfg)).collect()
+    reqs.iter()
+        .map(|r| score_one(model, r, 0, cfg).map(|(s, _)| s))
+        .collect()
+}
+
+/// As [`score`] for one request, and also the `top_k` most likely next tokens after the prompt
+/// with their log-probabilities, most likely first (all of them when `top_k` is the vocabulary
+/// size; none when it is 0). The continuation may be empty.
+///
+/// # Errors
+/// As [`score`].
+pub fn score_with_top<B: ModelBackend>(
+    model: &Llama<B>,
+    req: &ScoreRequest,
+    top_k: usize,
+    cfg: &StandaloneConfig,
+) -> Result<(Scored, Vec<(u32, f32)>)> {
+    check_score_request(model, req)?;
+    score_one(model, req, top_k, cfg)
+}
+
+fn check_score_request<B: ModelBackend>(model: &Llama<B>, r: &ScoreRequest) -> Result<()> {
+    check_request(model, &r.prompt, r.continuation.len())?;
+    // The continuation's ids are checked too; an empty one is allowed.
+    check_request(model, &r.continuation, 0).or_else(|e| match e {
+        ModelError::Parameter { .. } => Ok(()),
+        e => Err(e),
+    })
 }
 
 fn score_one<B: ModelBackend>(
     model: &Llama<B>,
     r: &ScoreRequest,
+    top_k: usize,
     cfg: &StandaloneConfig,
-) -> Result<ScoreResult> {
+) -> Result<(Scored, Vec<(u32, f32)>)> {
     let (plen, len) = (r.prompt.len(), r.prompt.len() + r.continuation.len());
     let mut seq = Seq::new([r.prompt.clone(), r.continuation.clone()].concat());
     let mut cache = cache_for(model, len, cfg.block_size)?;
@@ -176,18 +177,18 @@ fn score_one<B: ModelBackend>(
     // Position p predicts token p + 1: the continuation's tokens, and the first one after the
     // prompt for the top-k.
     let predicts_continuation = |p: usize| p + 1 >= plen && p + 1 < len;
-    let want = |p: usize| predicts_continuation(p) || (r.top_k > 0 && p + 1 == plen);
+    let want = |p: usize| predicts_continuation(p) || (top_k > 0 && p + 1 == plen);
     while seq.pending() {
         let (batch, rows) = seq.next_chunk(cfg.token_budget, cfg.block_size, &want);
         let logits = model.forward(&batch, &mut cache)?;
-        if r.top_k > 0
+        if top_k > 0
             && let Some(k) = rows.iter().position(|&p| p + 1 == plen)
         {
             let idx = TensorData::new(vec![k as i64], [1]);
             let row = logits
                 .clone()
                 .select(0, Tensor::<B, 1, Int>::from_data(idx, model.device()));
-            top = top_logprobs(&logits_to_host(row)?, r.top_k);
+            top = top_logprobs(&logits_to_host(row)?, top_k);
         }
         // Rows predicting a continuation token: gather their log-probabilities on the device.
         let targets: Vec<u32> = rows
@@ -208,11 +209,13 @@ fn score_one<B: ModelBackend>(
         }
     }
     let total_logprob = token_logprobs.iter().map(|&x| x as f64).sum();
-    Ok(ScoreResult {
-        token_logprobs,
-        total_logprob,
+    Ok((
+        Scored {
+            token_logprobs,
+            total_logprob,
+        },
         top,
-    })
+    ))
 }
 
 /// Samples each request's continuation, one request at a time (every request is checked before

@@ -14,11 +14,12 @@ use llm_auction_model::export::{
     hf_tokenizer,
 };
 use llm_auction_model::fetch::ensure_default_model;
+use llm_auction_model::generation::ScoreRequest;
 use llm_auction_model::gguf::writer::GgufWriter;
 use llm_auction_model::gguf::{GgmlType, GgufFile, MetaValue};
 use llm_auction_model::logits::logits_to_host;
 use llm_auction_model::model::{Model, gguf_tokenizer_spec};
-use llm_auction_model::standalone::{ScoreRequest, StandaloneConfig, score};
+use llm_auction_model::standalone::{StandaloneConfig, score_with_top};
 use llm_auction_model::testing::*;
 use llm_auction_model::tokenizer::TextTokenizer;
 use llm_auction_model::weights::{SafetensorsSource, WeightSource};
@@ -91,18 +92,13 @@ fn compare(a: &Model<B>, b: &Model<B>) -> (f32, f32) {
         let req = ScoreRequest {
             prompt,
             continuation: cont,
-            top_k: 3,
         };
-        let ra = score(
-            &a.llama,
-            std::slice::from_ref(&req),
-            &StandaloneConfig::default(),
-        )
-        .unwrap();
-        let rb = score(&b.llama, &[req], &StandaloneConfig::default()).unwrap();
-        d_lp = d_lp.max(max_abs(&ra[0].token_logprobs, &rb[0].token_logprobs));
+        let cfg = StandaloneConfig::default();
+        let (ra, top_a) = score_with_top(&a.llama, &req, 3, &cfg).unwrap();
+        let (rb, top_b) = score_with_top(&b.llama, &req, 3, &cfg).unwrap();
+        d_lp = d_lp.max(max_abs(&ra.token_logprobs, &rb.token_logprobs));
         let ids = |r: &[(u32, f32)]| r.iter().map(|t| t.0).collect::<Vec<_>>();
-        assert_eq!(ids(&ra[0].top), ids(&rb[0].top), "{p:?}");
+        assert_eq!(ids(&top_a), ids(&top_b), "{p:?}");
     }
     (d_logits, d_lp)
 }

@@ -4,8 +4,9 @@
 use llm_auction_model::ModelError;
 use llm_auction_model::chat::{ChatTemplate, Message};
 use llm_auction_model::config::LlamaConfig;
+use llm_auction_model::generation::ScoreRequest;
 use llm_auction_model::model::Model;
-use llm_auction_model::standalone::{ScoreRequest, StandaloneConfig, score};
+use llm_auction_model::standalone::{StandaloneConfig, score, score_with_top};
 use llm_auction_model::testing::*;
 use std::path::Path;
 
@@ -97,7 +98,6 @@ fn huge_context_lengths_load_without_huge_tables() {
     let req = ScoreRequest {
         prompt: vec![1, 50, 120],
         continuation: vec![7, 8],
-        top_k: 0,
     };
     let r = score(&model.llama, &[req], &StandaloneConfig::default()).unwrap();
     assert!(r[0].token_logprobs.iter().all(|x| x.is_finite()));
@@ -186,9 +186,8 @@ fn nan_weights_fail_the_score_instead_of_printing_null() {
             let req = ScoreRequest {
                 prompt: vec![1, 50, 120],
                 continuation: vec![7, 8],
-                top_k,
             };
-            match score(&model.llama, &[req], &StandaloneConfig::default()) {
+            match score_with_top(&model.llama, &req, top_k, &StandaloneConfig::default()) {
                 Err(ModelError::NonFinite { .. }) => {}
                 other => panic!("{}: expected NonFinite, got {other:?}", path.display()),
             }

@@ -7,10 +7,11 @@
 use llm_auction_model::CpuBackend;
 use llm_auction_model::batch::ForwardBatch;
 use llm_auction_model::generation::GenerateRequest;
+use llm_auction_model::generation::ScoreRequest;
 use llm_auction_model::logits::logits_to_host;
 use llm_auction_model::model::Model;
 use llm_auction_model::sampling::{SamplingParams, log_sum_exp};
-use llm_auction_model::standalone::{ScoreRequest, StandaloneConfig, generate, score};
+use llm_auction_model::standalone::{StandaloneConfig, generate, score, score_with_top};
 use serde_json::Value;
 use std::sync::OnceLock;
 
@@ -134,11 +135,11 @@ fn teacher_forced_logprobs_within_1e_3() {
         .map(|p| ScoreRequest {
             prompt: ids(&p["prompt_ids"]),
             continuation: ids(&p["continuation_ids"]),
-            top_k: 5,
         })
         .collect();
-    let out = score(&m.llama, &reqs, &StandaloneConfig::default()).unwrap();
-    for (p, r) in prompts.iter().zip(&out) {
+    let cfg = StandaloneConfig::default();
+    let out = score(&m.llama, &reqs, &cfg).unwrap();
+    for ((p, r), req) in prompts.iter().zip(&out).zip(&reqs) {
         let mut worst = 0.0f64;
         for (tf, &got) in p["teacher_forced"]
             .as_array()
@@ -154,8 +155,10 @@ fn teacher_forced_logprobs_within_1e_3() {
             p["name"], r.total_logprob
         );
         assert!(worst < 1e-3, "{}: {worst}", p["name"]);
+        let (with_top, top) = score_with_top(&m.llama, req, 5, &cfg).unwrap();
+        assert_eq!(&with_top, r);
         assert_eq!(
-            r.top[0].0 as u64,
+            top[0].0 as u64,
             p["last_logits_top20"][0][0].as_u64().unwrap()
         );
     }

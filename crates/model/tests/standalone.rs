@@ -3,9 +3,9 @@
 //! under a seed, and bad requests are typed errors.
 
 use llm_auction_model::for_each_backend;
-use llm_auction_model::generation::{FinishReason, GenerateRequest};
+use llm_auction_model::generation::{FinishReason, GenerateRequest, ScoreRequest};
 use llm_auction_model::sampling::SamplingParams;
-use llm_auction_model::standalone::{ScoreRequest, StandaloneConfig, generate, score};
+use llm_auction_model::standalone::{StandaloneConfig, generate, score, score_with_top};
 use llm_auction_model::testing::*;
 use llm_auction_model::{Llama, ModelError};
 
@@ -39,7 +39,6 @@ for_each_backend! {
             .map(|(k, &(p, c))| ScoreRequest {
                 prompt: seq(p, k as u32),
                 continuation: seq(c, 10 + k as u32),
-                top_k: 3,
             })
             .collect();
         let small = StandaloneConfig {
@@ -75,12 +74,18 @@ for_each_backend! {
                 .abs()
                     < 1e-9
             );
-            assert_eq!(batched[k].top.len(), 3);
+            // The top 3 after the prompt: the reference's three largest logits, most likely first,
+            // and asking for them does not change the continuation's log-probabilities.
+            let (with_top, top) = score_with_top(&m, r, 3, &small).unwrap();
+            assert_eq!(with_top, chunked[k]);
+            let row = &reference[r.prompt.len() - 1];
+            let mut order: Vec<usize> = (0..row.len()).collect();
+            order.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
             assert_eq!(
-                batched[k].top.iter().map(|t| t.0).collect::<Vec<_>>(),
-                alone.top.iter().map(|t| t.0).collect::<Vec<_>>()
+                top.iter().map(|t| t.0 as usize).collect::<Vec<_>>(),
+                order[..3].to_vec()
             );
-            assert!(batched[k].top.windows(2).all(|w| w[0].1 >= w[1].1));
+            assert!(top.windows(2).all(|w| w[0].1 >= w[1].1));
         }
     }
 
@@ -183,7 +188,6 @@ for_each_backend! {
         let empty = ScoreRequest {
             prompt: vec![],
             continuation: vec![1],
-            top_k: 0,
         };
         assert!(matches!(
             score(&m, &[empty], &StandaloneConfig::default()),
@@ -192,7 +196,6 @@ for_each_backend! {
         let long = ScoreRequest {
             prompt: seq(100, 1),
             continuation: seq(40, 2),
-            top_k: 0,
         };
         assert!(matches!(
             score(&m, &[long], &StandaloneConfig::default()),
@@ -201,7 +204,6 @@ for_each_backend! {
         let unknown = ScoreRequest {
             prompt: vec![1, 999],
             continuation: vec![1],
-            top_k: 0,
         };
         assert!(matches!(
             score(&m, &[unknown], &StandaloneConfig::default()),
@@ -210,7 +212,6 @@ for_each_backend! {
         let unknown = ScoreRequest {
             prompt: vec![1],
             continuation: vec![999],
-            top_k: 0,
         };
         assert!(matches!(
             score(&m, &[unknown], &StandaloneConfig::default()),

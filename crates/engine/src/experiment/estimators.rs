@@ -7,7 +7,7 @@ use super::{ExperimentConfig, ExperimentModels, Instance, Row, ZEstimate, advert
 use crate::error::Result;
 use crate::lm::{LanguageModel, expect_len, reply_text};
 use crate::mosaic::{Candidate, Generator, advertiser_system_prompt, continuation_for};
-use crate::request::{GenerateRequest, ScoreSpec};
+use crate::request::{GenerateRequest, ScoreRequest};
 use crate::roles::Sessions;
 use llm_auction_mechanism::dist::inverse_cdf;
 use llm_auction_mechanism::logspace::softmax;
@@ -82,7 +82,7 @@ pub fn estimate_z(
         None => {
             let reqs = samples
                 .iter()
-                .map(|g| ScoreSpec {
+                .map(|g| ScoreRequest {
                     prompt: ref_ids.clone(),
                     continuation: g.tokens.clone(),
                 })
@@ -110,10 +110,10 @@ pub fn estimate_z(
         })
         .collect::<Result<Vec<_>>>()
         .map_err(sessions.err(adv_s))?;
-    let reqs: Vec<ScoreSpec> = adv_ids
+    let reqs: Vec<ScoreRequest> = adv_ids
         .iter()
         .flat_map(|p| {
-            conts.iter().map(|c| ScoreSpec {
+            conts.iter().map(|c| ScoreRequest {
                 prompt: p.clone(),
                 continuation: c.clone(),
             })

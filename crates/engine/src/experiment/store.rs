@@ -79,14 +79,15 @@ fn csv_err(path: &Path, e: csv::Error) -> EngineError {
     }
 }
 
-/// The whole lines of a file (a torn last line, a crash mid-write, is not one), or `None` when it
-/// does not exist.
-fn whole_lines(path: &Path) -> Result<Option<String>> {
+/// The whole lines of a file and the length of a torn last line (no final newline: a crash
+/// mid-write) left out of them; `None` when the file does not exist.
+fn whole_lines(path: &Path) -> Result<Option<(String, usize)>> {
     match std::fs::read_to_string(path) {
         Ok(mut text) => {
             let keep = text.rfind('\n').map_or(0, |i| i + 1);
+            let torn = text.len() - keep;
             text.truncate(keep);
-            Ok(Some(text))
+            Ok(Some((text, torn)))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io_err(path)(e)),
@@ -130,48 +131,100 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     write_atomic(path, bytes).map_err(io_err(path))
 }
 
-/// Drops a torn last line (no final newline: a crash mid-write), so that the next append starts on
-/// a line of its own and readers see only whole rows.
-fn drop_torn_tail(path: &Path) -> Result<()> {
-    let Some(whole) = whole_lines(path)? else {
-        return Ok(());
-    };
-    let len = std::fs::metadata(path).map_err(io_err(path))?.len();
-    if len != whole.len() as u64 {
-        tracing::warn!(path = %path.display(), bytes = len - whole.len() as u64, "dropping a torn last line");
-        write_file(path, whole.as_bytes())?;
-    }
-    Ok(())
+/// One of the run's CSV files, read once and repaired in memory; [`CsvFile::save`] writes it back
+/// (atomically) only when a repair changed it.
+struct CsvFile {
+    path: PathBuf,
+    /// Its whole lines: a torn last line (no final newline: a crash mid-write) is dropped, so that
+    /// the next append starts on a line of its own and readers see only whole rows.
+    text: String,
+    changed: bool,
 }
 
-/// Checks the header of `path` against `header`: restores a missing one (rows written after a
-/// crash left an empty file), refuses a file of another version.
-fn check_header(path: &Path, header: &str) -> Result<()> {
-    let Some(text) = whole_lines(path)? else {
-        return Ok(());
-    };
-    let first = text.lines().next().unwrap_or("");
-    if first.is_empty() || first == header {
-        return Ok(());
-    }
-    let columns = |l: &str| l.split(',').count();
-    // A data row starts with a query id; a header of another version with a name.
-    let is_row = first
-        .split(',')
-        .next()
-        .is_some_and(|f| f.parse::<u64>().is_ok())
-        && columns(first) == columns(header);
-    if is_row {
-        tracing::warn!(path = %path.display(), "restoring the missing CSV header");
-        write_file(path, format!("{header}\n{text}").as_bytes())
-    } else {
-        Err(EngineError::Auction {
-            field: "out".into(),
-            message: format!(
-                "{} was written by another version of the runner (its columns differ); use another --out",
-                path.display()
-            ),
+impl CsvFile {
+    fn load(path: PathBuf) -> Result<Self> {
+        let (text, torn) = whole_lines(&path)?.unwrap_or_default();
+        if torn > 0 {
+            tracing::warn!(path = %path.display(), bytes = torn, "dropping a torn last line");
+        }
+        let changed = torn > 0;
+        Ok(Self {
+            path,
+            text,
+            changed,
         })
+    }
+
+    /// Checks the header against `header`: writes it into an empty file, restores a missing one
+    /// (rows written after a crash left an empty file), refuses a file of another version.
+    fn ensure_header(&mut self, header: &str) -> Result<()> {
+        let first = self.text.lines().next().unwrap_or("");
+        if first == header {
+            return Ok(());
+        }
+        if first.is_empty() {
+            self.text = format!("{header}\n");
+            self.changed = true;
+            return Ok(());
+        }
+        let columns = |l: &str| l.split(',').count();
+        // A data row starts with a query id; a header of another version with a name.
+        let is_row = first
+            .split(',')
+            .next()
+            .is_some_and(|f| f.parse::<u64>().is_ok())
+            && columns(first) == columns(header);
+        if !is_row {
+            return Err(EngineError::Auction {
+                field: "out".into(),
+                message: format!(
+                    "{} was written by another version of the runner (its columns differ); use another --out",
+                    self.path.display()
+                ),
+            });
+        }
+        tracing::warn!(path = %self.path.display(), "restoring the missing CSV header");
+        self.text = format!("{header}\n{}", self.text);
+        self.changed = true;
+        Ok(())
+    }
+
+    /// Keeps only the rows (of this headed file) whose instance is in `done`.
+    fn keep_done_rows(&mut self, done: &HashSet<Done>) -> Result<()> {
+        let path = &self.path;
+        let mut rdr = csv::Reader::from_reader(self.text.as_bytes());
+        let headers = rdr.headers().map_err(|e| csv_err(path, e))?.clone();
+        let mut kept = csv::Writer::from_writer(Vec::new());
+        kept.write_record(&headers).map_err(|e| csv_err(path, e))?;
+        let mut dropped = 0;
+        for record in rdr.records() {
+            let record = record.map_err(|e| csv_err(path, e))?;
+            // A row's instance: its first three columns, read by name.
+            let key = record.deserialize::<Done>(Some(&headers)).ok();
+            if key.is_some_and(|k| done.contains(&k)) {
+                kept.write_record(&record).map_err(|e| csv_err(path, e))?;
+            } else {
+                dropped += 1;
+            }
+        }
+        if dropped > 0 {
+            tracing::info!(dropped, "dropping rows of unfinished instances");
+            let bytes = kept
+                .into_inner()
+                .map_err(|e| io_err(path)(e.into_error()))?;
+            self.text = String::from_utf8(bytes).map_err(|e| {
+                io_err(path)(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+            })?;
+            self.changed = true;
+        }
+        Ok(())
+    }
+
+    fn save(&self) -> Result<()> {
+        if self.changed {
+            write_file(&self.path, self.text.as_bytes())?;
+        }
+        Ok(())
     }
 }
 
@@ -212,13 +265,10 @@ impl Store {
         let cfg_path = dir.join("config.json");
         let cfg_text = serde_json::to_string_pretty(cfg)
             .map_err(|e| io_err(&cfg_path)(std::io::Error::other(e)))?;
-        let results = dir.join("results.csv");
-        for file in ["results.csv", "logz.csv", "done.csv"] {
-            drop_torn_tail(&dir.join(file))?;
-        }
-        let has_rows =
-            whole_lines(&results)?.is_some_and(|t| t.lines().skip(1).any(|l| !l.is_empty()));
-        if has_rows && !resume {
+        let mut results = CsvFile::load(dir.join("results.csv"))?;
+        let mut logz = CsvFile::load(dir.join("logz.csv"))?;
+        let done_file = CsvFile::load(dir.join("done.csv"))?;
+        if results.text.lines().skip(1).any(|l| !l.is_empty()) && !resume {
             return Err(EngineError::Auction {
                 field: "out".into(),
                 message: format!(
@@ -238,65 +288,25 @@ impl Store {
                 ),
             });
         }
-        let headed = [("results.csv", CSV_HEADER), ("logz.csv", LOGZ_HEADER)];
-        for (file, header) in headed {
-            check_header(&dir.join(file), header)?;
-        }
-        // Each CSV file is created holding its header, atomically: a crash or a full disk never
-        // leaves one empty or headerless.
-        for (file, header) in headed {
-            let path = dir.join(file);
-            if std::fs::metadata(&path).map_or(true, |m| m.len() == 0) {
-                write_file(&path, format!("{header}\n").as_bytes())?;
-            }
-        }
-        write_file(&cfg_path, cfg_text.as_bytes())?;
-        let done_path = dir.join("done.csv");
-        let done = records::<Done>(&whole_lines(&done_path)?.unwrap_or_default(), false)
-            .into_iter()
-            .collect();
-        let logz_path = dir.join("logz.csv");
-        let z = records::<ZEstimate>(&whole_lines(&logz_path)?.unwrap_or_default(), true)
+        // Each CSV file holds its header before any row, written atomically: a crash or a full
+        // disk never leaves one empty or headerless.
+        results.ensure_header(CSV_HEADER)?;
+        logz.ensure_header(LOGZ_HEADER)?;
+        let done: HashSet<Done> = records(&done_file.text, false).into_iter().collect();
+        results.keep_done_rows(&done)?;
+        let z = records::<ZEstimate>(&logz.text, true)
             .into_iter()
             .map(|z| (z.query_id, z))
             .collect();
-        let store = Self {
+        for file in [&results, &logz, &done_file] {
+            file.save()?;
+        }
+        write_file(&cfg_path, cfg_text.as_bytes())?;
+        Ok(Self {
             dir: dir.to_path_buf(),
             done,
             z,
-        };
-        store.drop_unfinished_rows()?;
-        Ok(store)
-    }
-
-    fn drop_unfinished_rows(&self) -> Result<()> {
-        let path = self.dir.join("results.csv");
-        let Some(text) = whole_lines(&path)? else {
-            return Ok(());
-        };
-        let mut rdr = csv::Reader::from_reader(text.as_bytes());
-        let headers = rdr.headers().map_err(|e| csv_err(&path, e))?.clone();
-        let mut kept = csv::Writer::from_writer(Vec::new());
-        kept.write_record(&headers).map_err(|e| csv_err(&path, e))?;
-        let mut dropped = 0;
-        for record in rdr.records() {
-            let record = record.map_err(|e| csv_err(&path, e))?;
-            // A row's instance: its first three columns, read by name.
-            let key = record.deserialize::<Done>(Some(&headers)).ok();
-            if key.is_some_and(|k| self.done.contains(&k)) {
-                kept.write_record(&record).map_err(|e| csv_err(&path, e))?;
-            } else {
-                dropped += 1;
-            }
-        }
-        if dropped > 0 {
-            tracing::info!(dropped, "dropping rows of unfinished instances");
-            let bytes = kept
-                .into_inner()
-                .map_err(|e| io_err(&path)(e.into_error()))?;
-            write_file(&path, &bytes)?;
-        }
-        Ok(())
+        })
     }
 
     /// Whether an instance is finished.
@@ -360,7 +370,7 @@ impl Store {
 /// [`EngineError::Io`] for an unreadable file; [`EngineError::Auction`] naming `results`, the file
 /// and the line for a malformed one.
 pub fn read_rows(path: &Path) -> Result<Vec<Row>> {
-    let text = whole_lines(path)?
+    let (text, _) = whole_lines(path)?
         .ok_or_else(|| io_err(path)(std::io::Error::from(std::io::ErrorKind::NotFound)))?;
     if text.lines().next() != Some(CSV_HEADER) {
         return Err(EngineError::Auction {
@@ -372,4 +382,75 @@ pub fn read_rows(path: &Path) -> Result<Vec<Row>> {
         .deserialize()
         .map(|r| r.map_err(|e| csv_err(path, e)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(k: u32) -> Row {
+        let x = |j: u32| f64::from(k) + f64::from(j) / 64.0;
+        Row {
+            query_id: k,
+            seed: u64::from(k) + 100,
+            generator: if k.is_multiple_of(2) {
+                Generator::ContextAware
+            } else {
+                Generator::Reference
+            },
+            m: 4,
+            agent: 1,
+            agent_name: format!("agent, \"{k}\""),
+            winner: 2,
+            logprob_opt_reply: x(1),
+            expected_logprob_opt: x(2),
+            log_z: x(3),
+            opt_proxy: x(4),
+            ref_proxy: x(5),
+            reward_with: x(6),
+            reward_without: x(7),
+            n_without: 3,
+            reward_gain: x(8),
+            payment: x(9),
+            payment_no_offset: x(10),
+            utility_gain: x(11),
+            utility_gain_no_offset: x(12),
+            revenue: x(13),
+            revenue_no_offset: x(14),
+            mentioned: k % 2 == 1,
+        }
+    }
+
+    /// The hand-written headers are the field names serde writes, in order, and rows written
+    /// below them read back equal (quoted names included).
+    #[test]
+    fn headers_are_the_serialized_field_names() {
+        let headed = |rows: &[Row]| {
+            let mut w = csv::Writer::from_writer(Vec::new());
+            for r in rows {
+                w.serialize(r).unwrap();
+            }
+            String::from_utf8(w.into_inner().unwrap()).unwrap()
+        };
+        let rows = [row(0), row(1)];
+        assert_eq!(headed(&rows).lines().next(), Some(CSV_HEADER));
+        let mut w = csv::Writer::from_writer(Vec::new());
+        w.serialize(ZEstimate {
+            query_id: 3,
+            log_z: -1.5,
+            opt_proxy: -2.0,
+            ref_proxy: -2.5,
+            samples: 8,
+        })
+        .unwrap();
+        let z = String::from_utf8(w.into_inner().unwrap()).unwrap();
+        assert_eq!(z.lines().next(), Some(LOGZ_HEADER));
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("results.csv");
+        let mut text = format!("{CSV_HEADER}\n").into_bytes();
+        text.extend(csv_lines(&rows, &path).unwrap());
+        std::fs::write(&path, text).unwrap();
+        assert_eq!(read_rows(&path).unwrap(), rows);
+    }
 }

@@ -6,13 +6,13 @@ use super::{LanguageModel, ModelInfo, ModelSession, OnStep, Sample, SessionCount
 use crate::engine::{Engine, EngineConfig, StepStats};
 use crate::error::{EngineError, Result};
 use crate::request::{
-    GenerateRequest, JointDecider, JointOutput, JointSpec, Outcome, Request, ScoreSpec, Scored,
+    GenerateRequest, JointDecider, JointOutput, JointSpec, Outcome, Request, ScoreRequest, Scored,
 };
 use crate::runner::BurnRunner;
 use llm_auction_model::backend::ModelBackend;
 use llm_auction_model::generation::Generation;
 use llm_auction_model::model::Model;
-use llm_auction_model::standalone::{ScoreRequest, StandaloneConfig, generate, score};
+use llm_auction_model::standalone::{StandaloneConfig, generate, score, score_with_top};
 use std::sync::{Arc, Mutex};
 
 fn local_info<B: ModelBackend>(name: &str, model: &Model<B>) -> ModelInfo {
@@ -165,7 +165,7 @@ impl<B: ModelBackend> ModelSession for EngineSession<'_, B> {
             .map(|(samples, _)| samples)
     }
 
-    fn score(&mut self, reqs: Vec<ScoreSpec>, on_step: OnStep<'_>) -> Result<Vec<Scored>> {
+    fn score(&mut self, reqs: Vec<ScoreRequest>, on_step: OnStep<'_>) -> Result<Vec<Scored>> {
         let reqs = reqs.into_iter().map(Request::Score).collect();
         let outs = self.engine.run_all(reqs, on_step)?;
         Ok(outs.into_iter().filter_map(Outcome::scored).collect())
@@ -178,7 +178,7 @@ impl<B: ModelBackend> ModelSession for EngineSession<'_, B> {
         reqs: Vec<GenerateRequest>,
         on_step: OnStep<'_>,
         on_sample: &mut dyn FnMut(usize, &Sample),
-        follow: &mut dyn FnMut(usize, &Sample) -> Vec<ScoreSpec>,
+        follow: &mut dyn FnMut(usize, &Sample) -> Vec<ScoreRequest>,
     ) -> Result<(Vec<Sample>, Vec<Vec<Scored>>)> {
         let ids = reqs
             .into_iter()
@@ -334,25 +334,16 @@ impl<B: ModelBackend> ModelSession for NaiveSession<'_, B> {
         Ok(out)
     }
 
-    fn score(&mut self, reqs: Vec<ScoreSpec>, on_step: OnStep<'_>) -> Result<Vec<Scored>> {
+    fn score(&mut self, reqs: Vec<ScoreRequest>, on_step: OnStep<'_>) -> Result<Vec<Scored>> {
         let mut out = Vec::with_capacity(reqs.len());
         for s in reqs {
             self.counters.tokens += (s.prompt.len() + s.continuation.len()) as u64;
             self.counters.passes += 1;
-            let req = ScoreRequest {
-                prompt: s.prompt,
-                continuation: s.continuation,
-                top_k: 0,
-            };
-            let r = score(&self.model.llama, &[req], &StandaloneConfig::default())?;
-            let r = expect_len(self.info, "score", r, 1)?.remove(0);
+            let r = score(&self.model.llama, &[s], &StandaloneConfig::default())?;
+            out.push(expect_len(self.info, "score", r, 1)?.remove(0));
             on_step(&StepStats {
                 finished: 1,
                 ..Default::default()
-            });
-            out.push(Scored {
-                token_logprobs: r.token_logprobs,
-                total_logprob: r.total_logprob,
             });
         }
         Ok(out)
@@ -367,10 +358,9 @@ impl<B: ModelBackend> ModelSession for NaiveSession<'_, B> {
             let req = ScoreRequest {
                 prompt: c.clone(),
                 continuation: vec![],
-                top_k: vocab,
             };
-            let r = score(&self.model.llama, &[req], &StandaloneConfig::default())?;
-            let top = expect_len(self.info, "next-token row", r, 1)?.remove(0).top;
+            let (_, top) =
+                score_with_top(&self.model.llama, &req, vocab, &StandaloneConfig::default())?;
             let mut row = vec![f32::NEG_INFINITY; vocab];
             for (id, lp) in top {
                 if let Some(x) = row.get_mut(id as usize) {

@@ -51,7 +51,7 @@ pub mod served;
 
 use crate::engine::StepStats;
 use crate::error::{EngineError, Result};
-use crate::request::{GenerateRequest, JointOutput, JointSpec, ScoreSpec, Scored};
+use crate::request::{GenerateRequest, JointOutput, JointSpec, ScoreRequest, Scored};
 use crate::served::Ticket;
 use llm_auction_model::generation::FinishReason;
 use serde::Serialize;
@@ -223,7 +223,7 @@ pub trait ModelSession {
     ///
     /// # Errors
     /// Invalid requests, model or server errors.
-    fn score(&mut self, reqs: Vec<ScoreSpec>, on_step: OnStep<'_>) -> Result<Vec<Scored>>;
+    fn score(&mut self, reqs: Vec<ScoreRequest>, on_step: OnStep<'_>) -> Result<Vec<Scored>>;
 
     /// Generates as [`ModelSession::generate_each`] and scores, in this session, the requests
     /// `follow(index, sample)` makes for each sample; returns the samples and each one's scorings
@@ -238,10 +238,10 @@ pub trait ModelSession {
         reqs: Vec<GenerateRequest>,
         on_step: OnStep<'_>,
         on_sample: &mut dyn FnMut(usize, &Sample),
-        follow: &mut dyn FnMut(usize, &Sample) -> Vec<ScoreSpec>,
+        follow: &mut dyn FnMut(usize, &Sample) -> Vec<ScoreRequest>,
     ) -> Result<(Vec<Sample>, Vec<Vec<Scored>>)> {
         let samples = self.generate_each(reqs, on_step, on_sample)?;
-        let specs: Vec<Vec<ScoreSpec>> = samples
+        let specs: Vec<Vec<ScoreRequest>> = samples
             .iter()
             .enumerate()
             .map(|(i, s)| follow(i, s))

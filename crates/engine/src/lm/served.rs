@@ -8,7 +8,7 @@ use super::{LanguageModel, ModelInfo, ModelSession, OnStep, Sample, SessionCount
 use crate::engine::{Engine, EngineConfig, Owner, StepStats};
 use crate::error::{EngineError, Result};
 use crate::request::{
-    GenerateRequest, JointOutput, JointSpec, Outcome, Request, ScoreSpec, Scored,
+    GenerateRequest, JointOutput, JointSpec, Outcome, Request, ScoreRequest, Scored,
 };
 use crate::runner::BurnRunner;
 use crate::served::{EngineHandle, EngineThread, Gauges, Ticket, serve};
@@ -152,7 +152,7 @@ impl ModelSession for ServedSession<'_> {
             .collect()
     }
 
-    fn score(&mut self, reqs: Vec<ScoreSpec>, on_step: OnStep<'_>) -> Result<Vec<Scored>> {
+    fn score(&mut self, reqs: Vec<ScoreRequest>, on_step: OnStep<'_>) -> Result<Vec<Scored>> {
         let reqs = reqs.into_iter().map(Request::Score).collect();
         self.run(reqs, on_step)?
             .into_iter()

@@ -18,7 +18,7 @@ use crate::engine::StepStats;
 use crate::error::{EngineError, Result};
 use crate::lm::{LanguageModel, ModelInfo, ModelSession, OnStep, Sample, SessionCounters};
 use crate::models_file::{RemoteKind, RemoteSpec};
-use crate::request::{GenerateRequest, ScoreSpec, Scored};
+use crate::request::{GenerateRequest, ScoreRequest, Scored};
 use crate::served::Ticket;
 use http::Http;
 use std::sync::Mutex;
@@ -328,7 +328,7 @@ impl ModelSession for RemoteSession<'_> {
         Ok(out)
     }
 
-    fn score(&mut self, reqs: Vec<ScoreSpec>, on_step: OnStep<'_>) -> Result<Vec<Scored>> {
+    fn score(&mut self, reqs: Vec<ScoreRequest>, on_step: OnStep<'_>) -> Result<Vec<Scored>> {
         let m = self.model;
         for r in &reqs {
             if r.prompt.is_empty() {
@@ -341,8 +341,9 @@ impl ModelSession for RemoteSession<'_> {
         let vocab = m.info.vocab_size;
         let out = match m.http.spec().kind {
             RemoteKind::LlamaServer => {
-                let f =
-                    |r: &ScoreSpec| llama_server::score(&m.http, &r.prompt, &r.continuation, vocab);
+                let f = |r: &ScoreRequest| {
+                    llama_server::score(&m.http, &r.prompt, &r.continuation, vocab)
+                };
                 parallel(
                     m.http.spec().max_concurrency,
                     &self.ticket,

@@ -72,8 +72,11 @@ impl<B: ModelBackend> ModelRunner for BurnRunner<'_, B> {
                 .gather(1, idx)
                 .into_data()
                 .to_vec()
-                .map_err(|e| {
-                    EngineError::Model(llm_auction_model::ModelError::Backend(format!("{e:?}")))
+                .map_err(|source| {
+                    EngineError::Model(llm_auction_model::ModelError::Backend {
+                        what: "log-probabilities",
+                        source,
+                    })
                 })?;
             for (j, &k) in scored.iter().enumerate() {
                 out[k] = Some(RowOutput::Logprob(lp[j]));

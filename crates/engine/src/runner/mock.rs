@@ -67,15 +67,20 @@ impl ModelRunner for MockRunner {
     }
 
     fn forward(&mut self, batch: &ForwardBatch, targets: &[Option<u32>]) -> Result<Vec<RowOutput>> {
-        let bad = |m: String| EngineError::Model(llm_auction_model::ModelError::Batch(m));
+        let bad = |field: &'static str, problem: String| {
+            EngineError::Model(llm_auction_model::ModelError::Batch { field, problem })
+        };
         if targets.len() != batch.logits_rows.len() {
-            return Err(bad("one target per logits row".into()));
+            return Err(bad("logits_rows", "one target per logits row".into()));
         }
         let bs = batch.block_size;
         let slot = |s: usize, p: usize| -> Result<usize> {
-            let b = *batch.block_tables[s]
-                .get(p / bs)
-                .ok_or_else(|| bad(format!("seq {s} has no block for position {p}")))?;
+            let b = *batch.block_tables[s].get(p / bs).ok_or_else(|| {
+                bad(
+                    "block_tables",
+                    format!("seq {s} has no block for position {p}"),
+                )
+            })?;
             Ok(b as usize * bs + p % bs)
         };
         // Write every new token, then read contexts (a pass sees its own writes, like the model).
@@ -91,7 +96,8 @@ impl ModelRunner for MockRunner {
                 *self
                     .slots
                     .get_mut(sl)
-                    .ok_or_else(|| bad(format!("slot {sl} out of range")))? = Some((p, t));
+                    .ok_or_else(|| bad("block_tables", format!("slot {sl} out of range")))? =
+                    Some((p, t));
             }
         }
         self.passes += 1;
@@ -105,7 +111,10 @@ impl ModelRunner for MockRunner {
                 match self.slots[slot(s, q)?] {
                     Some((pos, t)) if pos as usize == q => ctx.push(t),
                     other => {
-                        return Err(bad(format!("seq {s} position {q}: slot holds {other:?}")));
+                        return Err(bad(
+                            "block_tables",
+                            format!("seq {s} position {q}: slot holds {other:?}"),
+                        ));
                     }
                 }
             }

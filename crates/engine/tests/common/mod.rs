@@ -5,7 +5,7 @@
 use llm_auction_engine::Result;
 use llm_auction_engine::engine::{Engine, EngineConfig};
 use llm_auction_engine::request::{
-    GenerateRequest, JointDecider, JointSpec, Outcome, Request, ScoreSpec,
+    GenerateRequest, JointDecider, JointSpec, Outcome, Request, ScoreRequest,
 };
 use llm_auction_engine::runner::MockRunner;
 use llm_auction_model::sampling::SamplingParams;
@@ -65,7 +65,7 @@ pub fn request(s: &Spec) -> Request {
             stop: vec![0],
             seed,
         }),
-        Spec::Score { prompt, cont } => Request::Score(ScoreSpec {
+        Spec::Score { prompt, cont } => Request::Score(ScoreRequest {
             prompt,
             continuation: cont,
         }),
