@@ -159,12 +159,12 @@ impl CsvFile {
     /// (rows written after a crash left an empty file), refuses a file of another version.
     fn ensure_header(&mut self, header: &str) -> Result<()> {
         let first = self.text.lines().next().unwrap_or("");
-        if first == header {
-            return Ok(());
-        }
-        if first.is_empty() {
+        if self.text.is_empty() {
             self.text = format!("{header}\n");
             self.changed = true;
+            return Ok(());
+        }
+        if first.is_empty() || first == header {
             return Ok(());
         }
         let columns = |l: &str| l.split(',').count();
@@ -425,15 +425,16 @@ mod tests {
     /// below them read back equal (quoted names included).
     #[test]
     fn headers_are_the_serialized_field_names() {
-        let headed = |rows: &[Row]| {
-            let mut w = csv::Writer::from_writer(Vec::new());
-            for r in rows {
-                w.serialize(r).unwrap();
-            }
-            String::from_utf8(w.into_inner().unwrap()).unwrap()
+        let header_of = |w: csv::Writer<Vec<u8>>| {
+            let text = String::from_utf8(w.into_inner().unwrap()).unwrap();
+            text.lines().next().map(str::to_owned)
         };
         let rows = [row(0), row(1)];
-        assert_eq!(headed(&rows).lines().next(), Some(CSV_HEADER));
+        let mut w = csv::Writer::from_writer(Vec::new());
+        for r in &rows {
+            w.serialize(r).unwrap();
+        }
+        assert_eq!(header_of(w).as_deref(), Some(CSV_HEADER));
         let mut w = csv::Writer::from_writer(Vec::new());
         w.serialize(ZEstimate {
             query_id: 3,
@@ -443,8 +444,7 @@ mod tests {
             samples: 8,
         })
         .unwrap();
-        let z = String::from_utf8(w.into_inner().unwrap()).unwrap();
-        assert_eq!(z.lines().next(), Some(LOGZ_HEADER));
+        assert_eq!(header_of(w).as_deref(), Some(LOGZ_HEADER));
 
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("results.csv");
@@ -452,5 +452,28 @@ mod tests {
         text.extend(csv_lines(&rows, &path).unwrap());
         std::fs::write(&path, text).unwrap();
         assert_eq!(read_rows(&path).unwrap(), rows);
+    }
+
+    /// A header goes into an empty file only: a file whose first line is blank keeps its rows.
+    #[test]
+    fn the_header_is_written_into_an_empty_file_only() {
+        let mut f = CsvFile {
+            path: PathBuf::from("logz.csv"),
+            text: String::new(),
+            changed: false,
+        };
+        f.ensure_header(LOGZ_HEADER).unwrap();
+        assert_eq!(
+            (f.text.as_str(), f.changed),
+            (&*format!("{LOGZ_HEADER}\n"), true)
+        );
+        let blank_first = "\n3,-1.5,-2,-2.5,8\n";
+        let mut f = CsvFile {
+            path: PathBuf::from("logz.csv"),
+            text: blank_first.into(),
+            changed: false,
+        };
+        f.ensure_header(LOGZ_HEADER).unwrap();
+        assert_eq!((f.text.as_str(), f.changed), (blank_first, false));
     }
 }
