@@ -21,8 +21,10 @@ pub struct ModelArgs {
     /// Where to run: `cpu`, or `cuda[:N]` in builds with the `cuda` feature.
     #[arg(long, default_value = "cpu", value_parser = parse_device)]
     pub device: DeviceChoice,
-    /// Forward-pass implementation: native (the CPU backend's own fused kernels; burn ops on other
-    /// backends) or burn (burn tensor ops everywhere, the reference).
+    /// Forward-pass implementation: native (the CPU backend's own fused kernels, reading Q4_1/Q8_0
+    /// weights in their blocks; burn ops on other backends), native-f32 (the same kernels on the
+    /// dequantised f32 weights: the same results, more bytes per step) or burn (burn tensor ops
+    /// everywhere, the reference).
     #[arg(long, default_value = "native", value_parser = parse_kernels)]
     pub kernels: Kernels,
 }

@@ -51,6 +51,7 @@ pub mod llama;
 pub mod logits;
 mod mapped;
 pub mod model;
+pub mod packed;
 pub mod rope;
 pub mod sampling;
 pub mod standalone;

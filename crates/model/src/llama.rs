@@ -17,6 +17,7 @@ use crate::batch::{ForwardBatch, Plan};
 use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
 use crate::kv::KvCache;
+use crate::packed::PackedMatrix;
 use crate::rope::Rope;
 use crate::weights::{HostTensor, WeightSource, layer_name};
 use burn::tensor::activation::{silu, softmax};
@@ -47,10 +48,32 @@ pub struct Llama<B: ModelBackend> {
     /// `[vocab, d]` (the embedding itself when tied).
     pub(crate) lm_head: Tensor<B, 2>,
     pub(crate) rope: Rope,
+    /// The linear weights in their file's block format, where it has one the native CPU pass
+    /// reads (empty on other backends).
+    pub(crate) packed: std::sync::Arc<PackedWeights>,
     device: B::Device,
     kernels: Kernels,
     /// Floating-point operations of the useful work of every pass so far ([`Self::flops`]).
     flops: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// One block's linear weights in a block format ([`crate::packed`]), each where the file had one.
+#[derive(Debug, Default)]
+pub(crate) struct PackedLayer {
+    pub(crate) wq: Option<PackedMatrix>,
+    pub(crate) wk: Option<PackedMatrix>,
+    pub(crate) wv: Option<PackedMatrix>,
+    pub(crate) wo: Option<PackedMatrix>,
+    pub(crate) w_gate: Option<PackedMatrix>,
+    pub(crate) w_up: Option<PackedMatrix>,
+    pub(crate) w_down: Option<PackedMatrix>,
+}
+
+/// The block-format weights of a model: one [`PackedLayer`] per block (or none), and the LM head.
+#[derive(Debug, Default)]
+pub(crate) struct PackedWeights {
+    pub(crate) layers: Vec<PackedLayer>,
+    pub(crate) lm_head: Option<PackedMatrix>,
 }
 
 /// Which implementation runs [`Llama::forward`].
@@ -58,8 +81,15 @@ pub struct Llama<B: ModelBackend> {
 pub enum Kernels {
     /// The backend's native pass where it has one (the flex CPU backend: [`crate::cpu`]), else
     /// burn tensor ops.
+    ///
+    /// On the native pass, weights that the file stores as Q4_1 or Q8_0 are read in that form and
+    /// expanded to the same `f32` values right before each product (decoding streams a quarter
+    /// of the bytes; the results are bitwise those of [`Kernels::NativeF32`]).
     #[default]
     Native,
+    /// The native pass on the dequantised `f32` weights only (the "before" of the block-format
+    /// weights; the same results).
+    NativeF32,
     /// burn tensor ops on every backend (the reference, and the "before" of the benchmarks).
     Burn,
 }
@@ -70,10 +100,11 @@ impl std::str::FromStr for Kernels {
     fn from_str(s: &str) -> Result<Self> {
         match s {
             "native" => Ok(Kernels::Native),
+            "native-f32" => Ok(Kernels::NativeF32),
             "burn" => Ok(Kernels::Burn),
             _ => Err(ModelError::param(
                 "kernels",
-                format!("unknown kernels {s:?}; use native or burn"),
+                format!("unknown kernels {s:?}; use native, native-f32 or burn"),
             )),
         }
     }
@@ -163,8 +194,27 @@ impl<B: ModelBackend> Llama<B> {
                 ),
             });
         }
+        // Block-format copies only where a native pass can read them.
+        let packed = |name: &str| -> Result<Option<PackedMatrix>> {
+            if B::NATIVE_FORWARD {
+                src.packed(name)
+            } else {
+                Ok(None)
+            }
+        };
+        let mut packed_layers = Vec::new();
         let mut blocks = Vec::new();
         for i in 0..cfg.num_layers {
+            let p = |suffix: &str| packed(&layer_name(i, suffix));
+            packed_layers.push(PackedLayer {
+                wq: p("self_attn.q_proj.weight")?,
+                wk: p("self_attn.k_proj.weight")?,
+                wv: p("self_attn.v_proj.weight")?,
+                wo: p("self_attn.o_proj.weight")?,
+                w_gate: p("mlp.gate_proj.weight")?,
+                w_up: p("mlp.up_proj.weight")?,
+                w_down: p("mlp.down_proj.weight")?,
+            });
             blocks.push(Block {
                 attn_norm: t1(get(layer_name(i, "input_layernorm.weight"), &[d])?.data),
                 wq: lin(get(layer_name(i, "self_attn.q_proj.weight"), &[q, d])?),
@@ -178,10 +228,11 @@ impl<B: ModelBackend> Llama<B> {
             });
         }
         let norm = t1(get("model.norm.weight".into(), &[d])?.data);
-        let lm_head = if src.contains("lm_head.weight") {
-            t2(get("lm_head.weight".into(), &[vocab, d])?.data, [vocab, d])
+        let (lm_head, packed_head) = if src.contains("lm_head.weight") {
+            let t = t2(get("lm_head.weight".into(), &[vocab, d])?.data, [vocab, d]);
+            (t, packed("lm_head.weight")?)
         } else if cfg.tie_word_embeddings {
-            embed.clone()
+            (embed.clone(), packed("model.embed_tokens.weight")?)
         } else {
             return Err(ModelError::MissingTensor {
                 name: "lm_head.weight".into(),
@@ -194,6 +245,10 @@ impl<B: ModelBackend> Llama<B> {
             blocks,
             norm,
             lm_head,
+            packed: std::sync::Arc::new(PackedWeights {
+                layers: packed_layers,
+                lm_head: packed_head,
+            }),
             device: device.clone(),
             cfg,
             kernels: Kernels::default(),
@@ -249,7 +304,21 @@ impl<B: ModelBackend> Llama<B> {
     /// how a sequence's tokens were split into passes): true for the native CPU pass
     /// ([`crate::cpu`]), whose every reduction has a fixed order per row.
     pub fn batch_invariant(&self) -> bool {
-        self.kernels == Kernels::Native && B::NATIVE_FORWARD
+        matches!(self.kernels, Kernels::Native | Kernels::NativeF32) && B::NATIVE_FORWARD
+    }
+
+    /// How many weight matrices [`Kernels::Native`] reads in their file's block format (Q4_1 or
+    /// Q8_0, [`crate::packed`]) instead of as `f32`; 0 for files without such tensors and on
+    /// backends without a native pass.
+    pub fn packed_matrices(&self) -> usize {
+        let p = &self.packed;
+        let per_layer = |l: &PackedLayer| {
+            [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down]
+                .iter()
+                .filter(|m| m.is_some())
+                .count()
+        };
+        p.layers.iter().map(per_layer).sum::<usize>() + usize::from(p.lm_head.is_some())
     }
 
     /// The configuration.
@@ -305,7 +374,7 @@ impl<B: ModelBackend> Llama<B> {
 
     fn forward_pass(&self, batch: &ForwardBatch, cache: &mut KvCache<B>) -> Result<Tensor<B, 2>> {
         let cfg = &self.cfg;
-        if self.kernels == Kernels::Native
+        if matches!(self.kernels, Kernels::Native | Kernels::NativeF32)
             && let Some(out) = B::native_forward(self, batch, cache)
         {
             return out;

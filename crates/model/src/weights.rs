@@ -10,6 +10,7 @@ use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
 use crate::gguf::{GgufError, GgufFile, invalid};
 use crate::mapped::FileBytes;
+use crate::packed::{BlockFormat, PackedMatrix};
 use safetensors::{Dtype, SafeTensors};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -32,6 +33,16 @@ pub trait WeightSource {
     fn tensor(&self, name: &str) -> Result<HostTensor>;
     /// Whether a tensor of that name exists.
     fn contains(&self, name: &str) -> bool;
+    /// The matrix called `name` in the block format its file stores it in, when that is one the
+    /// native CPU pass reads ([`crate::packed`]: Q4_1, Q8_0), with the same rows as
+    /// [`Self::tensor`]'s; `None` for every other tensor (the default).
+    ///
+    /// # Errors
+    /// As [`Self::tensor`].
+    fn packed(&self, name: &str) -> Result<Option<PackedMatrix>> {
+        let _ = name;
+        Ok(None)
+    }
 }
 
 /// The Hugging Face name of layer `i`'s tensor `suffix` (e.g. `self_attn.q_proj.weight`).
@@ -262,6 +273,35 @@ impl WeightSource for GgufSource<'_> {
         self.gguf_name(name)
             .is_some_and(|(g, _)| self.file.tensor_info(&g).is_some())
     }
+
+    fn packed(&self, name: &str) -> Result<Option<PackedMatrix>> {
+        let Some((gname, heads)) = self.gguf_name(name) else {
+            return Ok(None);
+        };
+        let Some(info) = self.file.tensor_info(&gname) else {
+            return Ok(None);
+        };
+        let (Some(format), &[rows, cols]) = (BlockFormat::of(info.ggml_type), &info.shape()[..])
+        else {
+            return Ok(None);
+        };
+        let bytes = self.file.tensor_bytes(&gname)?;
+        let hd = self.head_dim;
+        let packed = match heads {
+            Some(h) => {
+                if rows != h * hd || !hd.is_multiple_of(2) {
+                    return Err(ModelError::ShapeMismatch {
+                        name: name.to_string(),
+                        expected: vec![h * hd, cols],
+                        got: vec![rows, cols],
+                    });
+                }
+                PackedMatrix::from_gguf(format, bytes, rows, cols, |r| gguf_row_of_hf(r, hd))
+            }
+            None => PackedMatrix::from_gguf(format, bytes, rows, cols, |r| r),
+        };
+        Ok(Some(packed?))
+    }
 }
 
 // RoPE row permutation of llama.cpp's converter (undone by `GgufSource`).
@@ -356,18 +396,22 @@ fn move_rope_rows(
     to: RopeOrder,
 ) -> Result<Vec<f32>, GgufError> {
     check_rope_args(data, n_heads, head_dim, cols)?;
-    let half = head_dim / 2;
-    Ok(gather_rows(data, cols, |r| {
-        let (h, within) = (r / head_dim, r % head_dim);
-        let source = match to {
-            // HF row h*hd + j*half + i comes from GGUF row h*hd + 2*i + j.
-            RopeOrder::Hf => 2 * (within % half) + within / half,
-            // GGUF row h*hd + 2*i + j comes from HF row h*hd + j*half + i.
-            #[cfg(any(test, feature = "testing"))]
-            RopeOrder::Gguf => (within % 2) * half + within / 2,
-        };
-        h * head_dim + source
+    Ok(gather_rows(data, cols, |r| match to {
+        RopeOrder::Hf => gguf_row_of_hf(r, head_dim),
+        // GGUF row h*hd + 2*i + j comes from HF row h*hd + j*half + i.
+        #[cfg(any(test, feature = "testing"))]
+        RopeOrder::Gguf => {
+            let (h, within, half) = (r / head_dim, r % head_dim, head_dim / 2);
+            h * head_dim + (within % 2) * half + within / 2
+        }
     }))
+}
+
+/// The GGUF row of a q/k matrix that its HF row `r` comes from: HF row `h*hd + j*half + i` is
+/// GGUF row `h*hd + 2*i + j` (`head_dim` even).
+fn gguf_row_of_hf(r: usize, head_dim: usize) -> usize {
+    let (h, within, half) = (r / head_dim, r % head_dim, head_dim / 2);
+    h * head_dim + 2 * (within % half) + within / half
 }
 
 #[cfg(test)]

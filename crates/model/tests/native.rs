@@ -140,3 +140,47 @@ fn a_sequence_gives_the_same_bits_alone_batched_and_decoded() {
         "decoding step by step differs from the full prefill"
     );
 }
+
+/// A GGUF file like the real one (Q8_0 embedding and tied head, Q4_1 layer matrices, Q4_0 down
+/// projections, q/k rows permuted): the native pass reads the Q4_1 and Q8_0 matrices in their
+/// blocks and must give bitwise the logits of the same pass on the dequantised `f32` weights, in a
+/// one-token pass, a short batch and a batch of more rows than one activation block (150).
+#[test]
+fn block_format_weights_give_the_f32_weights_bits() {
+    let cfg = tiny_config();
+    let w = random_weights(&cfg, 5, false);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.gguf");
+    write_gguf(&path, &cfg, &w);
+    let model =
+        llm_auction_model::model::Model::<B>::load(&path, &Default::default(), &mut |_, _, _| {})
+            .unwrap()
+            .llama;
+    // q, k, v, o, gate, up per layer (down is Q4_0, read as f32), and the head.
+    assert_eq!(model.packed_matrices(), 6 * cfg.num_layers + 1);
+    let f32_model = model.clone().with_kernels(Kernels::NativeF32);
+    let two = |n: usize| {
+        let (a, b) = (tokens(n, 1), tokens(n, 2));
+        ForwardBatch {
+            tokens: [a, b].concat(),
+            positions: (0..n as u32).chain(0..n as u32).collect(),
+            seq_starts: vec![0, n, 2 * n],
+            block_size: 4,
+            block_tables: vec![(0..19).collect(), (19..38).collect()],
+            logits_rows: (0..2 * n).collect(),
+        }
+    };
+    let reference = reference_logits(&cfg, &quantised_view(&w), &tokens(75, 1));
+    for b in [single(&tokens(1, 3), 0, vec![0], 4), two(3), two(75)] {
+        let packed = run(&model, &b, 152);
+        let dense = run(&f32_model, &b, 152);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&packed), bits(&dense), "{} tokens", b.tokens.len());
+        if b.tokens.len() == 150 {
+            for (p, row) in reference.iter().enumerate() {
+                let d = max_diff(&packed[p * 300..(p + 1) * 300], row);
+                assert!(d < 1e-4, "position {p}: max |Δ| vs f64 = {d}");
+            }
+        }
+    }
+}

@@ -5,6 +5,7 @@
 //! first step whose top-1/top-2 logit margin is below 1e-2, tokenizer ids equal on every string.
 
 use llm_auction_model::CpuBackend;
+use llm_auction_model::backend::ModelBackend;
 use llm_auction_model::batch::ForwardBatch;
 use llm_auction_model::generation::GenerateRequest;
 use llm_auction_model::generation::ScoreRequest;
@@ -64,6 +65,15 @@ fn config_matches_golden() {
     assert_eq!(c.max_position, 8192);
     assert!(c.tie_word_embeddings);
     assert_eq!(c.eos_token_ids, vec![2]);
+    // The golden checks below run the default kernels, which read the file's blocks: the 7
+    // Q4_1 matrices of each layer and the Q8_0 embedding as the tied head (on a backend with a
+    // native pass).
+    let want = if <B as ModelBackend>::NATIVE_FORWARD {
+        7 * c.num_layers + 1
+    } else {
+        0
+    };
+    assert_eq!(model().llama.packed_matrices(), want);
 }
 
 #[test]

@@ -12,24 +12,24 @@
 //! Each row's result depends only on its own token and its own sequence's context (see
 //! [`super::kernels`]), so a sequence gives the same bits alone or in any batch.
 
-use super::kernels::{Isa, Mat, MatMut, Part, Rows, nt, nt_par, pv};
+use super::kernels::{Isa, Mat, MatMut, Part, Rows, Weight, nt, nt_par, pv};
 use super::ops;
 use crate::batch::{ForwardBatch, Layout};
 use crate::config::LlamaConfig;
 use crate::rope::Rope;
 use rayon::prelude::*;
 
-/// One decoder block's weights, row-major `[out, in]`.
+/// One decoder block's weights; the matrices `[out, in]`.
 pub(crate) struct LayerWeights<'a> {
     pub attn_norm: &'a [f32],
-    pub wq: &'a [f32],
-    pub wk: &'a [f32],
-    pub wv: &'a [f32],
-    pub wo: &'a [f32],
+    pub wq: Weight<'a>,
+    pub wk: Weight<'a>,
+    pub wv: Weight<'a>,
+    pub wo: Weight<'a>,
     pub mlp_norm: &'a [f32],
-    pub w_gate: &'a [f32],
-    pub w_up: &'a [f32],
-    pub w_down: &'a [f32],
+    pub w_gate: Weight<'a>,
+    pub w_up: Weight<'a>,
+    pub w_down: Weight<'a>,
 }
 
 /// The model's weights as host slices.
@@ -39,14 +39,11 @@ pub(crate) struct Weights<'a> {
     pub layers: Vec<LayerWeights<'a>>,
     pub norm: &'a [f32],
     /// `[vocab, d]`.
-    pub lm_head: &'a [f32],
+    pub lm_head: Weight<'a>,
 }
 
-fn part(weight: &[f32], rows: usize, cols: usize, column: usize) -> Part<'_> {
-    Part {
-        weight: Mat::dense(weight, rows, cols),
-        column,
-    }
+fn part(weight: Weight<'_>, column: usize) -> Part<'_> {
+    Part { weight, column }
 }
 
 /// Query positions per attention work unit: a block of a long prompt, so that a prefill's
@@ -91,11 +88,7 @@ pub(crate) fn forward(
     let mut gate_up = vec![0f32; n * 2 * ffn];
     for (lw, store) in w.layers.iter().zip(stores.iter_mut()) {
         ops::rms_norm(&x, lw.attn_norm, eps, &mut h);
-        let qkv_parts = [
-            part(lw.wq, qd, d, 0),
-            part(lw.wk, kvd, d, qd),
-            part(lw.wv, kvd, d, qd + kvd),
-        ];
+        let qkv_parts = [part(lw.wq, 0), part(lw.wk, qd), part(lw.wv, qd + kvd)];
         nt_par(
             isa,
             Mat::dense(&h, n, d),
@@ -118,12 +111,12 @@ pub(crate) fn forward(
         nt_par(
             isa,
             Mat::dense(&att, n, qd),
-            &[part(lw.wo, d, qd, 0)],
+            &[part(lw.wo, 0)],
             MatMut::dense(&mut x, n, d),
             true,
         );
         ops::rms_norm(&x, lw.mlp_norm, eps, &mut h);
-        let mlp_parts = [part(lw.w_gate, ffn, d, 0), part(lw.w_up, ffn, d, ffn)];
+        let mlp_parts = [part(lw.w_gate, 0), part(lw.w_up, ffn)];
         nt_par(
             isa,
             Mat::dense(&h, n, d),
@@ -135,7 +128,7 @@ pub(crate) fn forward(
         nt_par(
             isa,
             Mat::new(&gate_up, n, ffn, 2 * ffn),
-            &[part(lw.w_down, d, ffn, 0)],
+            &[part(lw.w_down, 0)],
             MatMut::dense(&mut x, n, d),
             true,
         );
@@ -150,7 +143,7 @@ pub(crate) fn forward(
     nt_par(
         isa,
         Mat::dense(&last, rows, d),
-        &[part(w.lm_head, vocab, d, 0)],
+        &[part(w.lm_head, 0)],
         MatMut::dense(&mut logits, rows, vocab),
         false,
     );

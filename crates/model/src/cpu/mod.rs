@@ -3,7 +3,9 @@
 //! that back flex's tensors (no copies of the weights or the KV cache).
 //!
 //! - [`kernels`]: the one GEMM-like kernel (AVX-512, AVX2+FMA or portable, detected at run time),
-//!   the crate's one `unsafe` module (beside the CUDA driver probe in `backend.rs`);
+//!   the crate's one `unsafe` module (beside the CUDA driver probe in `backend.rs`); it reads a
+//!   weight as `f32` or in its file's Q4_1/Q8_0 blocks ([`crate::packed`]), expanded a few rows at
+//!   a time to the loader's exact `f32` values right before the product;
 //! - `ops`: RMSNorm, SwiGLU and the causal softmax, row by row;
 //! - `forward`: the network, its fused attention and the thread split.
 //!
@@ -22,8 +24,11 @@ pub(crate) use flex::forward;
 #[cfg(feature = "flex")]
 mod flex {
     use super::forward::{LayerWeights, Stores, Weights};
+    use super::kernels::{Mat, Weight};
+    use crate::Kernels;
     use crate::error::Result;
     use crate::kv::KvCache;
+    use crate::packed::PackedMatrix;
     use crate::{batch::ForwardBatch, llama::Llama};
     use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
     use burn_flex::{Flex, FlexTensor};
@@ -72,22 +77,43 @@ mod flex {
             return None;
         }
         let s: Vec<&[f32]> = held.iter().filter_map(|t| t.as_slice::<f32>()).collect();
+        // Block-format weights unless the f32 ones were asked for.
+        let packed = (model.kernels() == Kernels::Native).then_some(&*model.packed);
+        let (d, ffn) = (cfg.hidden_size, cfg.intermediate_size);
+        // A matrix of `inner`-wide rows: its packed copy where there is one.
+        fn by_in<'a>(
+            dense: &'a [f32],
+            inner: usize,
+            p: Option<&'a Option<PackedMatrix>>,
+        ) -> Weight<'a> {
+            match p.and_then(Option::as_ref) {
+                Some(p) if p.cols() == inner && p.rows() * inner == dense.len() => {
+                    Weight::Packed(p)
+                }
+                _ => Weight::Dense(Mat::dense(dense, dense.len() / inner, inner)),
+            }
+        }
+        let layer = |i: usize| packed.and_then(|p| p.layers.get(i));
         let weights = Weights {
             embed: s[0],
             norm: s[1],
-            lm_head: s[2],
+            lm_head: by_in(s[2], d, packed.map(|p| &p.lm_head)),
             layers: s[3..]
                 .chunks(9)
-                .map(|c| LayerWeights {
-                    attn_norm: c[0],
-                    wq: c[1],
-                    wk: c[2],
-                    wv: c[3],
-                    wo: c[4],
-                    mlp_norm: c[5],
-                    w_gate: c[6],
-                    w_up: c[7],
-                    w_down: c[8],
+                .enumerate()
+                .map(|(i, c)| {
+                    let l = layer(i);
+                    LayerWeights {
+                        attn_norm: c[0],
+                        wq: by_in(c[1], d, l.map(|l| &l.wq)),
+                        wk: by_in(c[2], d, l.map(|l| &l.wk)),
+                        wv: by_in(c[3], d, l.map(|l| &l.wv)),
+                        wo: by_in(c[4], cfg.q_dim(), l.map(|l| &l.wo)),
+                        mlp_norm: c[5],
+                        w_gate: by_in(c[6], d, l.map(|l| &l.w_gate)),
+                        w_up: by_in(c[7], d, l.map(|l| &l.w_up)),
+                        w_down: by_in(c[8], ffn, l.map(|l| &l.w_down)),
+                    }
                 })
                 .collect(),
         };

@@ -18,8 +18,17 @@
 // Register tiles read best as `acc[r][j]`.
 #![allow(clippy::needless_range_loop)]
 
+use crate::packed::PackedMatrix;
 use rayon::prelude::*;
 use std::sync::OnceLock;
+
+mod expand;
+mod pv;
+mod tiles;
+
+use expand::{EXPAND_ROWS, EXPANDED, expand_rows};
+pub use pv::{Rows, pv};
+use tiles::{tile_avx2, tile_avx512, tile_scalar};
 
 /// The instruction set the kernel uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,14 +193,42 @@ pub fn nt(isa: Isa, a: Mat<'_>, b: Mat<'_>, out: MatMut<'_>, accumulate: bool) {
         stride: out.stride,
     };
     // SAFETY: `out` is borrowed mutably for the call, and its view was bounds-checked.
-    unsafe { nt_raw(isa, a, b, o, 0, accumulate) };
+    unsafe { nt_raw(isa, a, b, o, 0, accumulate, true) };
+}
+
+/// A weight matrix `[n, k]` of [`nt_par`]: dense `f32`, or in blocks that are expanded to `f32` a
+/// few rows at a time right before the product (the same values bitwise, see [`crate::packed`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Weight<'a> {
+    /// Row-major `f32`.
+    Dense(Mat<'a>),
+    /// Q4_1 or Q8_0 blocks.
+    Packed(&'a PackedMatrix),
+}
+
+impl Weight<'_> {
+    /// `n`.
+    pub fn rows(&self) -> usize {
+        match self {
+            Weight::Dense(m) => m.rows,
+            Weight::Packed(p) => p.rows(),
+        }
+    }
+
+    /// `k`.
+    pub fn cols(&self) -> usize {
+        match self {
+            Weight::Dense(m) => m.cols,
+            Weight::Packed(p) => p.cols(),
+        }
+    }
 }
 
 /// One weight matrix of [`nt_par`] and the output column its rows start at.
 #[derive(Debug, Clone, Copy)]
 pub struct Part<'a> {
     /// `[n, k]`.
-    pub weight: Mat<'a>,
+    pub weight: Weight<'a>,
     /// First output column.
     pub column: usize,
 }
@@ -208,9 +245,9 @@ pub fn nt_par(isa: Isa, a: Mat<'_>, parts: &[Part<'_>], out: MatMut<'_>, accumul
     let mut spans: Vec<(usize, usize)> = parts
         .iter()
         .map(|p| {
-            assert!(p.weight.cols == a.cols, "inner dimensions differ");
-            assert!(p.column + p.weight.rows <= out.cols, "output columns");
-            (p.column, p.column + p.weight.rows)
+            assert!(p.weight.cols() == a.cols, "inner dimensions differ");
+            assert!(p.column + p.weight.rows() <= out.cols, "output columns");
+            (p.column, p.column + p.weight.rows())
         })
         .collect();
     spans.sort_unstable();
@@ -221,12 +258,12 @@ pub fn nt_par(isa: Isa, a: Mat<'_>, parts: &[Part<'_>], out: MatMut<'_>, accumul
     let (_, nr) = isa.tile();
     // Blocks of weight rows: small enough that there are several per thread, large enough to
     // amortise the sweep over the activation rows; a multiple of the tile width.
-    let total: usize = parts.iter().map(|p| p.weight.rows).sum();
+    let total: usize = parts.iter().map(|p| p.weight.rows()).sum();
     let threads = rayon::current_num_threads().max(1);
     let block = (total / (threads * 4)).clamp(nr, 64).div_ceil(nr) * nr;
     let mut units = Vec::new();
     for (p, part) in parts.iter().enumerate() {
-        let n = part.weight.rows;
+        let n = part.weight.rows();
         units.extend((0..n).step_by(block).map(|j0| (p, j0, (j0 + block).min(n))));
     }
     let o = OutPtr {
@@ -235,20 +272,39 @@ pub fn nt_par(isa: Isa, a: Mat<'_>, parts: &[Part<'_>], out: MatMut<'_>, accumul
     };
     let run = |&(p, j0, j1): &(usize, usize, usize)| {
         let part = parts[p];
-        // SAFETY: the output view was bounds-checked for `a.rows` rows and `out.cols` columns;
-        // this unit writes columns `column + j0 .. column + j1`, which no other unit writes (units
-        // of one part are disjoint, parts were checked not to overlap), and `out` stays borrowed
-        // mutably until every unit has finished.
-        unsafe {
-            nt_raw(
-                isa,
-                a,
-                part.weight.rows(j0, j1),
-                o,
-                part.column + j0,
-                accumulate,
-            )
-        };
+        // SAFETY (both calls): the output view was bounds-checked for `a.rows` rows and `out.cols`
+        // columns; this unit writes columns `column + j0 .. column + j1`, which no other unit
+        // writes (units of one part are disjoint, parts were checked not to overlap), and `out`
+        // stays borrowed mutably until every unit has finished.
+        match part.weight {
+            Weight::Dense(w) => unsafe {
+                nt_raw(
+                    isa,
+                    a,
+                    w.rows(j0, j1),
+                    o,
+                    part.column + j0,
+                    accumulate,
+                    true,
+                )
+            },
+            Weight::Packed(w) => EXPANDED.with_borrow_mut(|buf| {
+                // Few activation rows: expand a few weight rows at a time, used while in L1.
+                // Many: the whole block, so each block of activations is swept once per block.
+                let step = if a.rows <= ROW_BLOCK {
+                    EXPAND_ROWS
+                } else {
+                    j1 - j0
+                };
+                for r0 in (j0..j1).step_by(step) {
+                    let r1 = (r0 + step).min(j1);
+                    buf.resize((r1 - r0) * w.cols(), 0.0);
+                    expand_rows(isa, w, r0, r1, buf);
+                    let b = Mat::dense(buf, r1 - r0, w.cols());
+                    unsafe { nt_raw(isa, a, b, o, part.column + r0, accumulate, false) };
+                }
+            }),
+        }
     };
     if units.len() == 1 || a.rows * total * a.cols < 1 << 16 {
         units.iter().for_each(run);
@@ -273,7 +329,7 @@ pub fn measured_peak_gflops() -> f64 {
                 isa,
                 Mat::dense(&a, m, k),
                 &[Part {
-                    weight: Mat::dense(&b, n, k),
+                    weight: Weight::Dense(Mat::dense(&b, n, k)),
                     column: 0,
                 }],
                 MatMut::dense(&mut out, m, n),
@@ -283,164 +339,6 @@ pub fn measured_peak_gflops() -> f64 {
         best = best.min(start.elapsed().as_secs_f64());
     }
     (2 * m * n * k) as f64 / best / 1e9
-}
-
-/// Rows gathered by offset: row `j` is `data[offsets[j]..offsets[j] + cols]` (the keys or values
-/// of one head in the KV store, whose slots follow the block table).
-#[derive(Debug, Clone, Copy)]
-pub struct Rows<'a> {
-    data: &'a [f32],
-    offsets: &'a [usize],
-    cols: usize,
-}
-
-impl<'a> Rows<'a> {
-    /// A view of `data`.
-    ///
-    /// # Panics
-    /// If a row does not fit in `data` (the kernels rely on this check).
-    pub fn new(data: &'a [f32], offsets: &'a [usize], cols: usize) -> Self {
-        assert!(
-            offsets
-                .iter()
-                .all(|&o| o.checked_add(cols).is_some_and(|e| e <= data.len())),
-            "gathered rows out of bounds"
-        );
-        Self {
-            data,
-            offsets,
-            cols,
-        }
-    }
-}
-
-/// `out = p · v` for `p` `[m, n]` and the `n` gathered rows of `v` (`[n, cols]`): attention's
-/// weighted sum of values, read in place from the KV store. Each element is one chain of fused
-/// multiply-adds over `j` in increasing order (so exact zeros in `p` past a row's visible keys
-/// leave it unchanged).
-///
-/// # Panics
-/// If the shapes disagree.
-pub fn pv(isa: Isa, p: Mat<'_>, v: Rows<'_>, out: MatMut<'_>) {
-    assert!(p.cols == v.offsets.len(), "inner dimensions differ");
-    assert!(out.rows == p.rows && out.cols == v.cols, "output shape");
-    assert!(isa.available(), "{isa:?} is not available on this CPU");
-    let (n, cols) = (p.cols, v.cols);
-    for i in (0..p.rows).step_by(4) {
-        let ni = 4.min(p.rows - i);
-        // SAFETY: rows i..i+ni of `p` hold `n` floats (view checked), every gathered row holds
-        // `cols` floats (checked in `Rows::new`), and rows i..i+ni of `out` hold `cols` writable
-        // floats (view checked, borrowed mutably for the call).
-        unsafe {
-            let pp = p.data.as_ptr().add(i * p.stride);
-            let po = out.data.as_mut_ptr().add(i * out.stride);
-            match isa {
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx512 => pv_avx512(ni, pp, p.stride, v, cols, po, out.stride),
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx2 => pv_avx2(ni, pp, p.stride, v, cols, po, out.stride),
-                #[cfg(not(target_arch = "x86_64"))]
-                Isa::Avx512 | Isa::Avx2 => unreachable!("x86 kernels on another architecture"),
-                Isa::Scalar => pv_scalar(ni, pp, p.stride, n, v, cols, po, out.stride),
-            }
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn pv_avx512(
-    ni: usize,
-    p: *const f32,
-    ldp: usize,
-    v: Rows<'_>,
-    cols: usize,
-    out: *mut f32,
-    ldo: usize,
-) {
-    use std::arch::x86_64::*;
-    for c in (0..cols).step_by(16) {
-        let mask = if cols - c >= 16 {
-            0xFFFF
-        } else {
-            ((1u32 << (cols - c)) - 1) as __mmask16
-        };
-        let mut acc = [_mm512_setzero_ps(); 4];
-        for (j, &off) in v.offsets.iter().enumerate() {
-            // SAFETY: lanes c.. of gathered row j are inside it (masked past `cols`; rows checked
-            // in `Rows::new`); p's element (r, j) is inside row r (contract of `pv`).
-            let x = unsafe { _mm512_maskz_loadu_ps(mask, v.data.as_ptr().add(off + c)) };
-            for (r, a) in acc.iter_mut().enumerate().take(ni) {
-                let w = _mm512_set1_ps(unsafe { *p.add(r * ldp + j) });
-                *a = _mm512_fmadd_ps(w, x, *a);
-            }
-        }
-        for (r, a) in acc.iter().enumerate().take(ni) {
-            // SAFETY: lanes c.. of output row r, masked past `cols`.
-            unsafe { _mm512_mask_storeu_ps(out.add(r * ldo + c), mask, *a) };
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn pv_avx2(
-    ni: usize,
-    p: *const f32,
-    ldp: usize,
-    v: Rows<'_>,
-    cols: usize,
-    out: *mut f32,
-    ldo: usize,
-) {
-    use std::arch::x86_64::*;
-    let idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    for c in (0..cols).step_by(8) {
-        let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((cols - c).min(8) as i32), idx);
-        let mut acc = [_mm256_setzero_ps(); 4];
-        for (j, &off) in v.offsets.iter().enumerate() {
-            // SAFETY: as in `pv_avx512`; maskload touches only the lanes inside the row.
-            let x = unsafe { _mm256_maskload_ps(v.data.as_ptr().add(off + c), mask) };
-            for (r, a) in acc.iter_mut().enumerate().take(ni) {
-                let w = _mm256_set1_ps(unsafe { *p.add(r * ldp + j) });
-                *a = _mm256_fmadd_ps(w, x, *a);
-            }
-        }
-        for (r, a) in acc.iter().enumerate().take(ni) {
-            // SAFETY: only the lanes inside output row r are stored.
-            unsafe { _mm256_maskstore_ps(out.add(r * ldo + c), mask, *a) };
-        }
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-unsafe fn pv_scalar(
-    ni: usize,
-    p: *const f32,
-    ldp: usize,
-    n: usize,
-    v: Rows<'_>,
-    cols: usize,
-    out: *mut f32,
-    ldo: usize,
-) {
-    for r in 0..ni {
-        // SAFETY: row r of `p` holds n floats, row r of `out` cols floats (contract of `pv`).
-        let (pr, or) = unsafe {
-            (
-                std::slice::from_raw_parts(p.add(r * ldp), n),
-                std::slice::from_raw_parts_mut(out.add(r * ldo), cols),
-            )
-        };
-        or.fill(0.0);
-        for (&w, &off) in pr.iter().zip(v.offsets) {
-            for (o, &x) in or.iter_mut().zip(&v.data[off..off + cols]) {
-                *o = w.mul_add(x, *o);
-            }
-        }
-    }
 }
 
 /// Rows of `a` per sweep: this block of activations stays in the L2 cache while a tile of weight
@@ -475,7 +373,15 @@ fn prefetch_row(row: &[f32]) {
 /// # Safety
 /// `out` must be valid for writes of `a.rows` rows of `col0 + b.rows` columns at its stride, and no
 /// other thread may access those elements during the call; `isa` must be available.
-unsafe fn nt_raw(isa: Isa, a: Mat<'_>, b: Mat<'_>, out: OutPtr, col0: usize, accumulate: bool) {
+unsafe fn nt_raw(
+    isa: Isa,
+    a: Mat<'_>,
+    b: Mat<'_>,
+    out: OutPtr,
+    col0: usize,
+    accumulate: bool,
+    prefetch: bool,
+) {
     let (mr, mut nr) = isa.tile();
     if a.rows <= 2 && isa == Isa::Avx512 {
         // Few activation rows (decoding): wider tiles keep more weight rows streaming at once.
@@ -486,7 +392,7 @@ unsafe fn nt_raw(isa: Isa, a: Mat<'_>, b: Mat<'_>, out: OutPtr, col0: usize, acc
         let i1 = (i0 + ROW_BLOCK).min(a.rows);
         for j in (0..b.rows).step_by(nr) {
             let nj = nr.min(b.rows - j);
-            if i0 == 0 && a.rows <= PREFETCH_MAX_ROWS {
+            if prefetch && i0 == 0 && a.rows <= PREFETCH_MAX_ROWS {
                 // The first sweep reads these weight rows from memory: ask for the rows a few
                 // tiles ahead now, so that many cache misses are in flight (decoding streams every
                 // weight once per step). A hint only: it changes no result.
@@ -559,212 +465,6 @@ unsafe fn tile(
             #[cfg(not(target_arch = "x86_64"))]
             Isa::Avx512 | Isa::Avx2 => unreachable!("x86 kernels on another architecture"),
             Isa::Scalar => dispatch!(tile_scalar; 1; 1, 2, 3, 4),
-        }
-    }
-}
-
-/// Writes or adds one finished element.
-///
-/// # Safety
-/// `p` must be valid for reads and writes.
-#[inline(always)]
-unsafe fn store(p: *mut f32, s: f32, accumulate: bool) {
-    // SAFETY: by the contract.
-    unsafe { *p = if accumulate { *p + s } else { s } };
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn tile_avx512<const MR: usize, const NR: usize>(
-    a: *const f32,
-    lda: usize,
-    b: *const f32,
-    ldb: usize,
-    k: usize,
-    out: *mut f32,
-    ldo: usize,
-    accumulate: bool,
-) {
-    use std::arch::x86_64::*;
-    let mut acc = [[_mm512_setzero_ps(); NR]; MR];
-    let mut step = |kk: usize, mask: __mmask16| {
-        let mut av = [_mm512_setzero_ps(); MR];
-        for (r, v) in av.iter_mut().enumerate() {
-            // SAFETY: lanes kk..kk+popcount(mask) of row r are inside row r (tile contract); the
-            // masked-off lanes are not read (AVX-512 masked loads suppress their faults).
-            *v = unsafe { _mm512_maskz_loadu_ps(mask, a.add(r * lda + kk)) };
-        }
-        for j in 0..NR {
-            // SAFETY: as above for row j of `b`.
-            let bv = unsafe { _mm512_maskz_loadu_ps(mask, b.add(j * ldb + kk)) };
-            for r in 0..MR {
-                acc[r][j] = _mm512_fmadd_ps(av[r], bv, acc[r][j]);
-            }
-        }
-    };
-    let full = k / 16 * 16;
-    for kk in (0..full).step_by(16) {
-        step(kk, 0xFFFF);
-    }
-    if full < k {
-        step(full, ((1u32 << (k - full)) - 1) as __mmask16);
-    }
-    // Sixteen accumulators at a time through one butterfly (zeros pad the last group), so every
-    // element's lanes are summed by the same tree whatever the tile shape.
-    let total = MR * NR;
-    for g0 in (0..total).step_by(16) {
-        let mut group = [_mm512_setzero_ps(); 16];
-        for (p, v) in group.iter_mut().enumerate().take(total - g0) {
-            *v = acc[(g0 + p) / NR][(g0 + p) % NR];
-        }
-        let mut lanes = [0f32; 16];
-        // SAFETY: `lanes` holds 16 floats.
-        unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), reduce16(group)) };
-        for p in 0..16.min(total - g0) {
-            let q = g0 + p;
-            // SAFETY: element (q / NR, q % NR) of the output tile (tile contract).
-            unsafe {
-                store(
-                    out.add(q / NR * ldo + q % NR),
-                    lanes[reduce16_lane(p)],
-                    accumulate,
-                )
-            };
-        }
-    }
-}
-
-/// Where [`reduce16`] leaves the sum of accumulator `p`.
-#[inline(always)]
-fn reduce16_lane(p: usize) -> usize {
-    4 * (p % 4) + p / 4
-}
-
-/// The lane sums of 16 vectors in one vector (lane [`reduce16_lane`]`(p)` holds the sum of `v[p]`),
-/// by four levels of pairwise adds. Each level adds, for every vector alike, its lanes `l` and
-/// `l + half`: the tree is the same for all 16, which is what makes a tile's shape invisible in its
-/// results; and it costs 15 adds and 30 shuffles instead of 16 full reductions.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[inline]
-fn reduce16(v: [std::arch::x86_64::__m512; 16]) -> std::arch::x86_64::__m512 {
-    use std::arch::x86_64::*;
-    // Level 1: 256-bit halves. s[i] = [v[2i] (8 partials) | v[2i+1] (8 partials)].
-    let mut s = [_mm512_setzero_ps(); 8];
-    for (i, o) in s.iter_mut().enumerate() {
-        let (a, b) = (v[2 * i], v[2 * i + 1]);
-        let lo = _mm512_shuffle_f32x4::<0b01_00_01_00>(a, b);
-        let hi = _mm512_shuffle_f32x4::<0b11_10_11_10>(a, b);
-        *o = _mm512_add_ps(lo, hi);
-    }
-    // Level 2: 128-bit quarters. t[m] quarter Q = v[4m + Q] (4 partials).
-    let mut t = [_mm512_setzero_ps(); 4];
-    for (m, o) in t.iter_mut().enumerate() {
-        let (a, b) = (s[2 * m], s[2 * m + 1]);
-        let lo = _mm512_shuffle_f32x4::<0b10_00_10_00>(a, b);
-        let hi = _mm512_shuffle_f32x4::<0b11_01_11_01>(a, b);
-        *o = _mm512_add_ps(lo, hi);
-    }
-    // Level 3: pairs within quarters. u[n] quarter Q = [v[8n+Q] (2) | v[8n+4+Q] (2)].
-    let mut u = [_mm512_setzero_ps(); 2];
-    for (n, o) in u.iter_mut().enumerate() {
-        let (a, b) = (t[2 * n], t[2 * n + 1]);
-        let lo = _mm512_shuffle_ps::<0b01_00_01_00>(a, b);
-        let hi = _mm512_shuffle_ps::<0b11_10_11_10>(a, b);
-        *o = _mm512_add_ps(lo, hi);
-    }
-    // Level 4: quarter Q = [v[Q], v[4+Q], v[8+Q], v[12+Q]].
-    let lo = _mm512_shuffle_ps::<0b10_00_10_00>(u[0], u[1]);
-    let hi = _mm512_shuffle_ps::<0b11_01_11_01>(u[0], u[1]);
-    _mm512_add_ps(lo, hi)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn tile_avx2<const MR: usize, const NR: usize>(
-    a: *const f32,
-    lda: usize,
-    b: *const f32,
-    ldb: usize,
-    k: usize,
-    out: *mut f32,
-    ldo: usize,
-    accumulate: bool,
-) {
-    use std::arch::x86_64::*;
-    let mut acc = [[_mm256_setzero_ps(); NR]; MR];
-    let full = k / 8 * 8;
-    for kk in (0..full).step_by(8) {
-        let mut av = [_mm256_setzero_ps(); MR];
-        for (r, v) in av.iter_mut().enumerate() {
-            // SAFETY: 8 floats of row r from kk are inside the row (tile contract).
-            *v = unsafe { _mm256_loadu_ps(a.add(r * lda + kk)) };
-        }
-        for j in 0..NR {
-            // SAFETY: as above for row j of `b`.
-            let bv = unsafe { _mm256_loadu_ps(b.add(j * ldb + kk)) };
-            for r in 0..MR {
-                acc[r][j] = _mm256_fmadd_ps(av[r], bv, acc[r][j]);
-            }
-        }
-    }
-    if full < k {
-        let idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-        let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((k - full) as i32), idx);
-        let mut av = [_mm256_setzero_ps(); MR];
-        for (r, v) in av.iter_mut().enumerate() {
-            // SAFETY: only the lanes inside the row are loaded (maskload does not touch the rest).
-            *v = unsafe { _mm256_maskload_ps(a.add(r * lda + full), mask) };
-        }
-        for j in 0..NR {
-            // SAFETY: as above.
-            let bv = unsafe { _mm256_maskload_ps(b.add(j * ldb + full), mask) };
-            for r in 0..MR {
-                acc[r][j] = _mm256_fmadd_ps(av[r], bv, acc[r][j]);
-            }
-        }
-    }
-    for (r, row) in acc.iter().enumerate() {
-        for (j, v) in row.iter().enumerate() {
-            let hi = _mm256_extractf128_ps(*v, 1);
-            let s4 = _mm_add_ps(_mm256_castps256_ps128(*v), hi);
-            let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-            let s1 = _mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1));
-            // SAFETY: element (r, j) of the output tile (tile contract).
-            unsafe { store(out.add(r * ldo + j), _mm_cvtss_f32(s1), accumulate) };
-        }
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-unsafe fn tile_scalar<const MR: usize, const NR: usize>(
-    a: *const f32,
-    lda: usize,
-    b: *const f32,
-    ldb: usize,
-    k: usize,
-    out: *mut f32,
-    ldo: usize,
-    accumulate: bool,
-) {
-    for r in 0..MR {
-        // SAFETY: row r of `a` holds k floats (tile contract).
-        let ar = unsafe { std::slice::from_raw_parts(a.add(r * lda), k) };
-        for j in 0..NR {
-            // SAFETY: row j of `b` holds k floats (tile contract).
-            let br = unsafe { std::slice::from_raw_parts(b.add(j * ldb), k) };
-            let mut lanes = [0f32; 8];
-            for (ca, cb) in ar.chunks(8).zip(br.chunks(8)) {
-                for l in 0..ca.len() {
-                    lanes[l] = ca[l].mul_add(cb[l], lanes[l]);
-                }
-            }
-            let s = ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6]))
-                + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]));
-            // SAFETY: element (r, j) of the output tile (tile contract).
-            unsafe { store(out.add(r * ldo + j), s, accumulate) };
         }
     }
 }
@@ -856,11 +556,11 @@ mod tests {
                 let mut all = vec![0f32; m * n];
                 let parts = [
                     Part {
-                        weight: Mat::dense(&b[..(n / 2) * k], n / 2, k),
+                        weight: Weight::Dense(Mat::dense(&b[..(n / 2) * k], n / 2, k)),
                         column: 0,
                     },
                     Part {
-                        weight: Mat::dense(&b[(n / 2) * k..], n - n / 2, k),
+                        weight: Weight::Dense(Mat::dense(&b[(n / 2) * k..], n - n / 2, k)),
                         column: n / 2,
                     },
                 ];
@@ -970,6 +670,50 @@ mod tests {
                         .all(|(a, b)| a.to_bits() == b.to_bits()),
                     "{isa:?} padded"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn packed_weights_give_the_dense_products_bitwise() {
+        use crate::gguf::GgmlType;
+        use crate::gguf::dequant::dequantize;
+        use crate::gguf::quant::{quantize_q4_1, quantize_q8_0};
+        use crate::packed::BlockFormat;
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        for isa in isas() {
+            // Activation rows on both sides of ROW_BLOCK, weight rows not a multiple of the
+            // expansion or the tile, 1 to 3 blocks per row.
+            for &(m, n, k) in &[(1, 37, 32), (3, 70, 96), (16, 9, 64), (130, 21, 32)] {
+                let a = random(&mut rng, m * k);
+                let x = random(&mut rng, n * k);
+                for (ty, bytes) in [
+                    (GgmlType::Q4_1, quantize_q4_1(&x).unwrap()),
+                    (GgmlType::Q8_0, quantize_q8_0(&x).unwrap()),
+                ] {
+                    let f = BlockFormat::of(ty).unwrap();
+                    let w = PackedMatrix::from_gguf(f, &bytes, n, k, |r| r).unwrap();
+                    let dense = dequantize(ty, &bytes, n * k, "w").unwrap();
+                    let mut expanded = vec![0f32; 3 * k];
+                    expand_rows(isa, &w, n - 3, n, &mut expanded);
+                    assert_eq!(expanded, dense[(n - 3) * k..], "{isa:?} {ty:?} expansion");
+                    let mut want = vec![0.5f32; m * (n + 2)];
+                    let mut got = want.clone();
+                    for (weight, out) in [
+                        (Weight::Dense(Mat::dense(&dense, n, k)), &mut want),
+                        (Weight::Packed(&w), &mut got),
+                    ] {
+                        nt_par(
+                            isa,
+                            Mat::dense(&a, m, k),
+                            &[Part { weight, column: 1 }],
+                            MatMut::dense(out, m, n + 2),
+                            true,
+                        );
+                    }
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&got), bits(&want), "{isa:?} {ty:?} {m}x{n}x{k}");
+                }
             }
         }
     }
