@@ -124,7 +124,7 @@ pub(crate) fn forward(
             MatMut::dense(&mut gate_up, n, 2 * ffn),
             false,
         );
-        ops::swiglu(&mut gate_up, ffn);
+        ops::swiglu(isa, &mut gate_up, ffn);
         nt_par(
             isa,
             Mat::new(&gate_up, n, ffn, 2 * ffn),
@@ -204,7 +204,7 @@ fn attention(
             );
         }
         for (r, row) in scores.chunks_mut(keys).enumerate() {
-            ops::softmax_prefix(row, p0 + i0 + r % ni + 1, scale);
+            ops::softmax_prefix(isa, row, p0 + i0 + r % ni + 1, scale);
         }
         let offsets: Vec<usize> = (0..keys)
             .map(|j| batch.slot_of(s, j) * kvd + g * hd)

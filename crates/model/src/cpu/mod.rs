@@ -5,7 +5,8 @@
 //! - [`kernels`]: the one GEMM-like kernel (AVX-512, AVX2+FMA or portable, detected at run time),
 //!   the crate's one `unsafe` module (beside the CUDA driver probe in `backend.rs`); it reads a
 //!   weight as `f32` or in its file's Q4_1/Q8_0 blocks ([`crate::packed`]), expanded a few rows at
-//!   a time to the loader's exact `f32` values right before the product;
+//!   a time to the loader's exact `f32` values right before the product; and the vector
+//!   exponentials of softmax and SiLU;
 //! - `ops`: RMSNorm, SwiGLU and the causal softmax, row by row;
 //! - `forward`: the network, its fused attention and the thread split.
 //!

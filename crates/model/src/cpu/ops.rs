@@ -2,6 +2,7 @@
 //! its rows and split over rayon's threads when the batch is large enough to pay for it. Every row
 //! is computed alone, in a fixed order (no result depends on another row).
 
+use super::kernels::{Isa, silu_mul, softmax_prefix as vector_softmax};
 use rayon::prelude::*;
 
 /// Below this many elements a sweep stays on the calling thread.
@@ -39,19 +40,26 @@ pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
 }
 
 /// SwiGLU in place on rows `[gate | up]` of width `2·ffn`: the first half becomes
-/// `silu(gate) · up` (`silu(g) = g / (1 + e^{−g})`).
-pub fn swiglu(gate_up: &mut [f32], ffn: usize) {
+/// `silu(gate) · up` (`silu(g) = g / (1 + e^{−g})`), with the vector exponential of
+/// [`kernels::exp`](super::kernels) where `isa` has one.
+pub fn swiglu(isa: Isa, gate_up: &mut [f32], ffn: usize) {
     rows_mut(gate_up, 2 * ffn, |_, r| {
         let (g, u) = r.split_at_mut(ffn);
-        for (g, &u) in g.iter_mut().zip(u.iter()) {
-            *g = *g / (1.0 + (-*g).exp()) * u;
+        if silu_mul(isa, g, u).is_none() {
+            for (g, &u) in g.iter_mut().zip(u.iter()) {
+                *g = *g / (1.0 + (-*g).exp()) * u;
+            }
         }
     });
 }
 
 /// Softmax in place over the first `visible` entries of `row` (scaled by `scale` first); the rest
-/// become exact zeros, so a longer row gives the same probabilities.
-pub fn softmax_prefix(row: &mut [f32], visible: usize, scale: f32) {
+/// become exact zeros, so a longer row gives the same probabilities. Vectorised where `isa` has a
+/// version ([`kernels::exp`](super::kernels)), else the portable loop below.
+pub fn softmax_prefix(isa: Isa, row: &mut [f32], visible: usize, scale: f32) {
+    if vector_softmax(isa, row, visible, scale).is_some() {
+        return;
+    }
     let (head, tail) = row.split_at_mut(visible);
     let mut max = f32::NEG_INFINITY;
     for v in head.iter_mut() {
@@ -77,8 +85,8 @@ mod tests {
     fn softmax_prefix_ignores_the_padding() {
         let mut a = vec![1.0, 2.0, 3.0, 9.0, -4.0];
         let mut b = vec![1.0, 2.0, 3.0];
-        softmax_prefix(&mut a, 3, 0.5);
-        softmax_prefix(&mut b, 3, 0.5);
+        softmax_prefix(Isa::Scalar, &mut a, 3, 0.5);
+        softmax_prefix(Isa::Scalar, &mut b, 3, 0.5);
         assert_eq!(&a[..3], &b[..]);
         assert_eq!(&a[3..], &[0.0, 0.0]);
         let z: f64 = [0.5f64, 1.0, 1.5].iter().map(|v| v.exp()).sum();
@@ -95,7 +103,7 @@ mod tests {
         let rms = (12.5f32).sqrt();
         assert!((out[0] - 3.0 / rms).abs() < 1e-6 && (out[1] + 8.0 / rms).abs() < 1e-6);
         let mut gu = vec![1.0f32, -2.0, 3.0, 0.5];
-        swiglu(&mut gu, 2);
+        swiglu(Isa::Scalar, &mut gu, 2);
         let silu = |g: f64| g / (1.0 + (-g).exp());
         assert!((gu[0] as f64 - silu(1.0) * 3.0).abs() < 1e-6);
         assert!((gu[1] as f64 - silu(-2.0) * 0.5).abs() < 1e-6);

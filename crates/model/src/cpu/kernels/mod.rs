@@ -22,10 +22,12 @@ use crate::packed::PackedMatrix;
 use rayon::prelude::*;
 use std::sync::OnceLock;
 
+mod exp;
 mod expand;
 mod pv;
 mod tiles;
 
+pub use exp::{silu_mul, softmax_prefix};
 use expand::{EXPAND_ROWS, EXPANDED, expand_rows};
 pub use pv::{Rows, pv};
 use tiles::{tile_avx2, tile_avx512, tile_scalar};
