@@ -205,16 +205,6 @@ impl<B: ModelBackend> Llama<B> {
         let mut packed_layers = Vec::new();
         let mut blocks = Vec::new();
         for i in 0..cfg.num_layers {
-            let p = |suffix: &str| packed(&layer_name(i, suffix));
-            packed_layers.push(PackedLayer {
-                wq: p("self_attn.q_proj.weight")?,
-                wk: p("self_attn.k_proj.weight")?,
-                wv: p("self_attn.v_proj.weight")?,
-                wo: p("self_attn.o_proj.weight")?,
-                w_gate: p("mlp.gate_proj.weight")?,
-                w_up: p("mlp.up_proj.weight")?,
-                w_down: p("mlp.down_proj.weight")?,
-            });
             blocks.push(Block {
                 attn_norm: t1(get(layer_name(i, "input_layernorm.weight"), &[d])?.data),
                 wq: lin(get(layer_name(i, "self_attn.q_proj.weight"), &[q, d])?),
@@ -225,6 +215,17 @@ impl<B: ModelBackend> Llama<B> {
                 w_gate: lin(get(layer_name(i, "mlp.gate_proj.weight"), &[ffn, d])?),
                 w_up: lin(get(layer_name(i, "mlp.up_proj.weight"), &[ffn, d])?),
                 w_down: lin(get(layer_name(i, "mlp.down_proj.weight"), &[d, ffn])?),
+            });
+            // After the f32 copy, so a bad tensor fails with the f32 loader's error first.
+            let p = |suffix: &str| packed(&layer_name(i, suffix));
+            packed_layers.push(PackedLayer {
+                wq: p("self_attn.q_proj.weight")?,
+                wk: p("self_attn.k_proj.weight")?,
+                wv: p("self_attn.v_proj.weight")?,
+                wo: p("self_attn.o_proj.weight")?,
+                w_gate: p("mlp.gate_proj.weight")?,
+                w_up: p("mlp.up_proj.weight")?,
+                w_down: p("mlp.down_proj.weight")?,
             });
         }
         let norm = t1(get("model.norm.weight".into(), &[d])?.data);

@@ -255,16 +255,8 @@ impl WeightSource for GgufSource<'_> {
         let info = self.file.tensor_info(&gname).ok_or_else(missing)?;
         let shape = info.shape();
         let mut data = self.file.tensor_f32(&gname)?;
-        if let Some(h) = heads {
-            let cols = shape.get(1).copied().unwrap_or(1);
-            if shape.len() != 2 || shape[0] != h * self.head_dim {
-                return Err(ModelError::ShapeMismatch {
-                    name: name.to_string(),
-                    expected: vec![h * self.head_dim, cols],
-                    got: shape,
-                });
-            }
-            data = unpermute_rope_rows(&data, h, self.head_dim, cols)?;
+        if let Some(h) = self.rope_heads(name, heads, &shape)? {
+            data = unpermute_rope_rows(&data, h, self.head_dim, shape[1])?;
         }
         Ok(HostTensor { shape, data })
     }
@@ -287,15 +279,8 @@ impl WeightSource for GgufSource<'_> {
         };
         let bytes = self.file.tensor_bytes(&gname)?;
         let hd = self.head_dim;
-        let packed = match heads {
-            Some(h) => {
-                if rows != h * hd || !hd.is_multiple_of(2) {
-                    return Err(ModelError::ShapeMismatch {
-                        name: name.to_string(),
-                        expected: vec![h * hd, cols],
-                        got: vec![rows, cols],
-                    });
-                }
+        let packed = match self.rope_heads(name, heads, &[rows, cols])? {
+            Some(_) => {
                 PackedMatrix::from_gguf(format, bytes, rows, cols, |r| gguf_row_of_hf(r, hd))
             }
             None => PackedMatrix::from_gguf(format, bytes, rows, cols, |r| r),
@@ -304,10 +289,36 @@ impl WeightSource for GgufSource<'_> {
     }
 }
 
+impl GgufSource<'_> {
+    /// For a q/k tensor (`heads` given), checks that `shape` is `[heads · head_dim, cols]` with an
+    /// even head dimension and returns the head count to undo the RoPE permutation with; `None`
+    /// for every other tensor. One check for the `f32` copy and the block-format copy.
+    fn rope_heads(
+        &self,
+        name: &str,
+        heads: Option<usize>,
+        shape: &[usize],
+    ) -> Result<Option<usize>> {
+        let Some(h) = heads else {
+            return Ok(None);
+        };
+        let cols = shape.get(1).copied().unwrap_or(1);
+        if shape.len() != 2 || shape[0] != h * self.head_dim {
+            return Err(ModelError::ShapeMismatch {
+                name: name.to_string(),
+                expected: vec![h * self.head_dim, cols],
+                got: shape.to_vec(),
+            });
+        }
+        check_rope_args(shape[0].saturating_mul(cols), h, self.head_dim, cols)?;
+        Ok(Some(h))
+    }
+}
+
 // RoPE row permutation of llama.cpp's converter (undone by `GgufSource`).
 
 fn check_rope_args(
-    data: &[f32],
+    len: usize,
     n_heads: usize,
     head_dim: usize,
     cols: usize,
@@ -320,10 +331,9 @@ fn check_rope_args(
     let expected = n_heads
         .checked_mul(head_dim)
         .and_then(|rows| rows.checked_mul(cols));
-    if expected != Some(data.len()) {
+    if expected != Some(len) {
         return Err(invalid(format!(
-            "RoPE permutation: {} values do not form a [{n_heads} heads * {head_dim}, {cols}] matrix",
-            data.len()
+            "RoPE permutation: {len} values do not form a [{n_heads} heads * {head_dim}, {cols}] matrix"
         )));
     }
     Ok(())
@@ -395,7 +405,7 @@ fn move_rope_rows(
     cols: usize,
     to: RopeOrder,
 ) -> Result<Vec<f32>, GgufError> {
-    check_rope_args(data, n_heads, head_dim, cols)?;
+    check_rope_args(data.len(), n_heads, head_dim, cols)?;
     Ok(gather_rows(data, cols, |r| match to {
         RopeOrder::Hf => gguf_row_of_hf(r, head_dim),
         // GGUF row h*hd + 2*i + j comes from HF row h*hd + j*half + i.

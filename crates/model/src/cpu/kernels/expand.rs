@@ -55,7 +55,7 @@ pub(super) fn expand_rows(isa: Isa, w: &PackedMatrix, r0: usize, r1: usize, out:
     let (scales, quants) = w.row_blocks(r0, r1);
     #[cfg(target_arch = "x86_64")]
     {
-        #[target_feature(enable = "avx512f,avx512bw")]
+        #[target_feature(enable = "avx512f")]
         fn avx512(f: BlockFormat, s: &[f32], q: &[u8], out: &mut [f32]) {
             match f {
                 BlockFormat::Q4_1 => expand_q4_1_avx512(s, q, out),
@@ -69,11 +69,11 @@ pub(super) fn expand_rows(isa: Isa, w: &PackedMatrix, r0: usize, r1: usize, out:
         match isa {
             // SAFETY: the instruction set was detected on this CPU (`Isa::available`, checked by
             // every entry point); the functions are safe code otherwise.
-            Isa::Avx512 if std::arch::is_x86_feature_detected!("avx512bw") => unsafe {
+            Isa::Avx512 => unsafe {
                 return avx512(w.format(), scales, quants, out);
             },
-            // SAFETY: as above (AVX-512F implies AVX2 on every CPU that has it).
-            Isa::Avx512 | Isa::Avx2 => unsafe {
+            // SAFETY: as above.
+            Isa::Avx2 => unsafe {
                 return avx2(w.format(), scales, quants, out);
             },
             Isa::Scalar => {}
