@@ -170,7 +170,7 @@ impl<B: ModelBackend> Llama<B> {
             Ok(t)
         };
         let t2 = |data: Vec<f32>, shape: [usize; 2]| {
-            Tensor::<B, 2>::from_data(TensorData::new(data, shape), device)
+            Tensor::<B, 2>::from_data(aligned_data(&data, shape), device)
         };
         let lin = |t: HostTensor| t2(t.data, [t.shape[0], t.shape[1]]);
         let t1 = |data: Vec<f32>| {
@@ -583,6 +583,48 @@ impl<'a, B: ModelBackend> AttentionInputs<'a, B> {
         match &self.unpad {
             Some(unpad) => out.select(0, unpad.clone()),
             None => out,
+        }
+    }
+}
+
+/// A weight matrix as tensor data whose first element starts a cache line: flex keeps these bytes
+/// as the tensor's storage (the other backends copy them), and the native kernels' vector loads of
+/// its rows then stay within one line each ([`crate::cpu::kernels::Aligned`]).
+fn aligned_data(data: &[f32], shape: [usize; 2]) -> TensorData {
+    struct Owner(crate::cpu::kernels::Aligned);
+    impl AsRef<[u8]> for Owner {
+        fn as_ref(&self) -> &[u8] {
+            bytemuck::cast_slice(&self.0)
+        }
+    }
+    let mut v = crate::cpu::kernels::Aligned::with_capacity(64, data.len());
+    v.extend_from_slice(data);
+    let bytes = burn::tensor::Bytes::from_shared(
+        bytes::Bytes::from_owner(Owner(v)),
+        burn::tensor::AllocationProperty::Native,
+    );
+    TensorData::from_bytes(bytes, shape, burn::tensor::DType::F32)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn weight_data_starts_a_cache_line_and_keeps_its_values() {
+        let values: Vec<f32> = (0..35).map(|i| i as f32 * 0.5 - 3.0).collect();
+        let data = super::aligned_data(&values, [5, 7]);
+        assert_eq!(data.shape.as_slice(), &[5, 7]);
+        let slice = data.as_slice::<f32>().expect("f32 data");
+        assert_eq!(slice, &values[..]);
+        assert_eq!(slice.as_ptr() as usize % 64, 0);
+        #[cfg(feature = "flex")]
+        {
+            // flex keeps the bytes as the tensor's storage, so the kernels see the alignment.
+            let t =
+                burn::tensor::Tensor::<burn_flex::Flex, 2>::from_data(data, &Default::default());
+            let host = t.into_primitive().tensor();
+            let s = host.as_slice::<f32>().expect("contiguous f32");
+            assert_eq!(s.as_ptr() as usize % 64, 0);
+            assert_eq!(s, &values[..]);
         }
     }
 }

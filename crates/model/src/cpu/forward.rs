@@ -12,7 +12,7 @@
 //! Each row's result depends only on its own token and its own sequence's context (see
 //! [`super::kernels`]), so a sequence gives the same bits alone or in any batch.
 
-use super::kernels::{Isa, Mat, MatMut, Part, Rows, Weight, nt, nt_par, pv};
+use super::kernels::{Isa, Mat, MatMut, Part, Rows, Weight, nt, nt_par, pv, zeros};
 use super::ops;
 use crate::batch::{ForwardBatch, Layout};
 use crate::config::LlamaConfig;
@@ -77,15 +77,15 @@ pub(crate) fn forward(
     );
     let (hd, eps) = (cfg.head_dim, cfg.rms_norm_eps);
     let width = qd + 2 * kvd;
-    let mut x = vec![0f32; n * d];
+    let mut x = zeros(n * d);
     for (row, &t) in x.chunks_mut(d).zip(&batch.tokens) {
         let t = t as usize;
         row.copy_from_slice(&w.embed[t * d..(t + 1) * d]);
     }
-    let mut h = vec![0f32; n * d];
-    let mut qkv = vec![0f32; n * width];
-    let mut att = vec![0f32; n * qd];
-    let mut gate_up = vec![0f32; n * 2 * ffn];
+    let mut h = zeros(n * d);
+    let mut qkv = zeros(n * width);
+    let mut att = zeros(n * qd);
+    let mut gate_up = zeros(n * 2 * ffn);
     for (lw, store) in w.layers.iter().zip(stores.iter_mut()) {
         ops::rms_norm(&x, lw.attn_norm, eps, &mut h);
         let qkv_parts = [part(lw.wq, 0), part(lw.wk, qd), part(lw.wv, qd + kvd)];
@@ -134,7 +134,7 @@ pub(crate) fn forward(
         );
     }
     let rows = batch.logits_rows.len();
-    let mut last = vec![0f32; rows * d];
+    let mut last = zeros(rows * d);
     for (out, &r) in last.chunks_mut(d).zip(&batch.logits_rows) {
         ops::rms_norm_row(&x[r * d..(r + 1) * d], w.norm, eps, out);
     }
@@ -182,7 +182,7 @@ fn attention(
         let ni = i1 - i0;
         // The group's queries, rows in (head, position) order.
         let rows = rep * ni;
-        let mut q = vec![0f32; rows * hd];
+        let mut q = zeros(rows * hd);
         for (r, dst) in q.chunks_mut(ni * hd).enumerate() {
             let col = (g * rep + r) * hd;
             for (i, d) in dst.chunks_mut(hd).enumerate() {

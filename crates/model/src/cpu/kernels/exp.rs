@@ -10,7 +10,7 @@ use super::Isa;
 /// then `2^n` by `scalef`. `x` is clamped to `[-104, 88.7]` first (NaN passes through), so
 /// `e^{-∞} = 0` up to a denormal and nothing overflows.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
+#[target_feature(enable = "avx512f,avx512vl")]
 fn exp16(x: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
     use std::arch::x86_64::*;
     // MAXPS/MINPS return their second operand when either is NaN: a NaN `x` stays NaN.
@@ -61,7 +61,7 @@ pub fn softmax_prefix(isa: Isa, row: &mut [f32], visible: usize, scale: f32) -> 
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
+#[target_feature(enable = "avx512f,avx512vl")]
 fn softmax_avx512(row: &mut [f32], visible: usize, scale: f32) {
     use std::arch::x86_64::*;
     let (head, tail) = row.split_at_mut(visible);
@@ -114,7 +114,7 @@ pub fn silu_mul(isa: Isa, g: &mut [f32], u: &[f32]) -> Option<()> {
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
+#[target_feature(enable = "avx512f,avx512vl")]
 fn silu_mul_avx512(g: &mut [f32], u: &[f32]) {
     use std::arch::x86_64::*;
     let one = _mm512_set1_ps(1.0);
@@ -138,7 +138,7 @@ mod tests {
     use super::*;
 
     fn avx512() -> bool {
-        std::arch::is_x86_feature_detected!("avx512f")
+        super::super::Isa::Avx512.available()
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Weights in block formats expanded to `f32` right before the product ([`super::nt_par`]).
 
-use super::Isa;
+use super::{Aligned, Isa};
 use crate::packed::{BlockFormat, PackedMatrix, expand};
 
 /// Weight rows expanded per product when the activations fit one [`ROW_BLOCK`]: 8 rows of the
@@ -8,15 +8,16 @@ use crate::packed::{BlockFormat, PackedMatrix, expand};
 pub(super) const EXPAND_ROWS: usize = 8;
 
 thread_local! {
-    /// Each thread's buffer of expanded weight rows (reused, so no pass allocates one).
-    pub(super) static EXPANDED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Each thread's buffer of expanded weight rows (reused, so no pass allocates one; aligned to a
+    /// cache line).
+    pub(super) static EXPANDED: std::cell::RefCell<Aligned> = std::cell::RefCell::new(Aligned::new(64));
 }
 
 /// Q4_1 blocks as `f32`, one block per iteration: the 16 quant bytes widened to 16 lanes, the low
 /// nibbles (values 0..16) and the high ones (16..32) converted, then `q·d + m` as a product and a
 /// sum, as in [`expand`] (so the same bits).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
+#[target_feature(enable = "avx512f,avx512vl")]
 fn expand_q4_1_avx512(scales: &[f32], quants: &[u8], out: &mut [f32]) {
     use std::arch::x86_64::*;
     let blocks = scales.len() / 2;
@@ -55,7 +56,7 @@ pub(super) fn expand_rows(isa: Isa, w: &PackedMatrix, r0: usize, r1: usize, out:
     let (scales, quants) = w.row_blocks(r0, r1);
     #[cfg(target_arch = "x86_64")]
     {
-        #[target_feature(enable = "avx512f")]
+        #[target_feature(enable = "avx512f,avx512vl")]
         fn avx512(f: BlockFormat, s: &[f32], q: &[u8], out: &mut [f32]) {
             match f {
                 BlockFormat::Q4_1 => expand_q4_1_avx512(s, q, out),

@@ -35,7 +35,7 @@ use tiles::{tile_avx2, tile_avx512, tile_scalar};
 /// The instruction set the kernel uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Isa {
-    /// AVX-512F: 16 lanes, 4 × 4 tiles.
+    /// AVX-512F and AVX-512VL: 16 lanes, 4 × 6 tiles (1 or 2 × 8 for one or two rows).
     Avx512,
     /// AVX2 with FMA: 8 lanes, 2 × 4 tiles.
     Avx2,
@@ -48,7 +48,12 @@ impl Isa {
     pub fn detect() -> Self {
         #[cfg(target_arch = "x86_64")]
         {
-            if std::arch::is_x86_feature_detected!("avx512f") {
+            // VL too, though every vector here is 512 bits wide: without it the compiler can
+            // zero or move registers 16-31 only through memory, and it spilled the accumulators
+            // of tiles with more than 16 of them (docs/performance.md).
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512vl")
+            {
                 return Isa::Avx512;
             }
             if std::arch::is_x86_feature_detected!("avx2")
@@ -71,11 +76,23 @@ impl Isa {
     /// Tile shape `(rows of a, rows of b)` of the kernel.
     fn tile(self) -> (usize, usize) {
         match self {
-            Isa::Avx512 => (4, 4),
+            Isa::Avx512 => (4, 6),
             Isa::Avx2 => (2, 4),
             Isa::Scalar => (1, 4),
         }
     }
+}
+
+/// A buffer of `f32` whose first element starts a cache line (64 bytes). The kernels' vector loads
+/// then stay inside one line wherever a row's length is a multiple of 16 (the default model's
+/// widths all are); a load that straddles two lines costs two (docs/performance.md).
+pub type Aligned = aligned_vec::AVec<f32, aligned_vec::ConstAlign<64>>;
+
+/// `n` zeros in an [`Aligned`] buffer.
+pub fn zeros(n: usize) -> Aligned {
+    let mut v = Aligned::with_capacity(64, n);
+    v.resize(n, 0.0);
+    v
 }
 
 /// The instruction set detected once for this process.

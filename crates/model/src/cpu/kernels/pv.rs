@@ -65,7 +65,7 @@ pub fn pv(isa: Isa, p: Mat<'_>, v: Rows<'_>, out: MatMut<'_>) {
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
+#[target_feature(enable = "avx512f,avx512vl")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn pv_avx512(
     ni: usize,

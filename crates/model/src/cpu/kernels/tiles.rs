@@ -13,7 +13,7 @@ unsafe fn store(p: *mut f32, s: f32, accumulate: bool) {
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
+#[target_feature(enable = "avx512f,avx512vl")]
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn tile_avx512<const MR: usize, const NR: usize>(
     a: *const f32,
@@ -85,7 +85,7 @@ fn reduce16_lane(p: usize) -> usize {
 /// `l + half`: the tree is the same for all 16, which is what makes a tile's shape invisible in its
 /// results; and it costs 15 adds and 30 shuffles instead of 16 full reductions.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
+#[target_feature(enable = "avx512f,avx512vl")]
 #[inline]
 fn reduce16(v: [std::arch::x86_64::__m512; 16]) -> std::arch::x86_64::__m512 {
     use std::arch::x86_64::*;
