@@ -169,19 +169,12 @@ impl<B: ModelBackend> Llama<B> {
             expect_shape(&name, &t, shape)?;
             Ok(t)
         };
-        let t2 = |data: Vec<f32>, shape: [usize; 2]| {
-            Tensor::<B, 2>::from_data(aligned_data(&data, shape), device)
-        };
-        let lin = |t: HostTensor| t2(t.data, [t.shape[0], t.shape[1]]);
         let t1 = |data: Vec<f32>| {
             let n = data.len();
             Tensor::<B, 1>::from_data(TensorData::new(data, [n]), device)
         };
 
-        let embed = t2(
-            get("model.embed_tokens.weight".into(), &[vocab, d])?.data,
-            [vocab, d],
-        );
+        let embed_host = get("model.embed_tokens.weight".into(), &[vocab, d])?.data;
         // The layer count comes from the file's metadata: its last layer must be in the file
         // before anything is sized by it (a count of 2^32 - 1 would otherwise allocate first).
         let last = layer_name(cfg.num_layers - 1, "input_layernorm.weight");
@@ -202,38 +195,77 @@ impl<B: ModelBackend> Llama<B> {
                 Ok(None)
             }
         };
+        // A matrix, then its block-format copy (after the f32 one, so a bad tensor fails with the
+        // f32 loader's error first). Only a matrix without blocks is copied to aligned storage:
+        // the native kernels read the blocks where there are any.
+        let mat = |get: &mut dyn FnMut(String, &[usize]) -> Result<HostTensor>,
+                   name: String,
+                   shape: [usize; 2]|
+         -> Result<(Tensor<B, 2>, Option<PackedMatrix>)> {
+            let t = get(name.clone(), &shape)?;
+            let p = packed(&name)?;
+            let data = if p.is_none() {
+                aligned_data(&t.data, shape)
+            } else {
+                TensorData::new(t.data, shape)
+            };
+            Ok((Tensor::<B, 2>::from_data(data, device), p))
+        };
+        // The embedding is also the LM head when the weights are tied and there is no separate
+        // head: then its block-format copy, and it is aligned only if it has none.
+        let tied = !src.contains("lm_head.weight") && cfg.tie_word_embeddings;
+        let tied_head = if tied {
+            packed("model.embed_tokens.weight")?
+        } else {
+            None
+        };
+        let embed = Tensor::<B, 2>::from_data(
+            if tied && tied_head.is_none() {
+                aligned_data(&embed_host, [vocab, d])
+            } else {
+                TensorData::new(embed_host, [vocab, d])
+            },
+            device,
+        );
         let mut packed_layers = Vec::new();
         let mut blocks = Vec::new();
         for i in 0..cfg.num_layers {
+            let n = |suffix: &str| layer_name(i, suffix);
+            let attn_norm = t1(get(n("input_layernorm.weight"), &[d])?.data);
+            let (wq, pq) = mat(&mut get, n("self_attn.q_proj.weight"), [q, d])?;
+            let (wk, pk) = mat(&mut get, n("self_attn.k_proj.weight"), [kv, d])?;
+            let (wv, pv) = mat(&mut get, n("self_attn.v_proj.weight"), [kv, d])?;
+            let (wo, po) = mat(&mut get, n("self_attn.o_proj.weight"), [d, q])?;
+            let mlp_norm = t1(get(n("post_attention_layernorm.weight"), &[d])?.data);
+            let (w_gate, pg) = mat(&mut get, n("mlp.gate_proj.weight"), [ffn, d])?;
+            let (w_up, pu) = mat(&mut get, n("mlp.up_proj.weight"), [ffn, d])?;
+            let (w_down, pd) = mat(&mut get, n("mlp.down_proj.weight"), [d, ffn])?;
             blocks.push(Block {
-                attn_norm: t1(get(layer_name(i, "input_layernorm.weight"), &[d])?.data),
-                wq: lin(get(layer_name(i, "self_attn.q_proj.weight"), &[q, d])?),
-                wk: lin(get(layer_name(i, "self_attn.k_proj.weight"), &[kv, d])?),
-                wv: lin(get(layer_name(i, "self_attn.v_proj.weight"), &[kv, d])?),
-                wo: lin(get(layer_name(i, "self_attn.o_proj.weight"), &[d, q])?),
-                mlp_norm: t1(get(layer_name(i, "post_attention_layernorm.weight"), &[d])?.data),
-                w_gate: lin(get(layer_name(i, "mlp.gate_proj.weight"), &[ffn, d])?),
-                w_up: lin(get(layer_name(i, "mlp.up_proj.weight"), &[ffn, d])?),
-                w_down: lin(get(layer_name(i, "mlp.down_proj.weight"), &[d, ffn])?),
+                attn_norm,
+                wq,
+                wk,
+                wv,
+                wo,
+                mlp_norm,
+                w_gate,
+                w_up,
+                w_down,
             });
-            // After the f32 copy, so a bad tensor fails with the f32 loader's error first.
-            let p = |suffix: &str| packed(&layer_name(i, suffix));
             packed_layers.push(PackedLayer {
-                wq: p("self_attn.q_proj.weight")?,
-                wk: p("self_attn.k_proj.weight")?,
-                wv: p("self_attn.v_proj.weight")?,
-                wo: p("self_attn.o_proj.weight")?,
-                w_gate: p("mlp.gate_proj.weight")?,
-                w_up: p("mlp.up_proj.weight")?,
-                w_down: p("mlp.down_proj.weight")?,
+                wq: pq,
+                wk: pk,
+                wv: pv,
+                wo: po,
+                w_gate: pg,
+                w_up: pu,
+                w_down: pd,
             });
         }
         let norm = t1(get("model.norm.weight".into(), &[d])?.data);
         let (lm_head, packed_head) = if src.contains("lm_head.weight") {
-            let t = t2(get("lm_head.weight".into(), &[vocab, d])?.data, [vocab, d]);
-            (t, packed("lm_head.weight")?)
-        } else if cfg.tie_word_embeddings {
-            (embed.clone(), packed("model.embed_tokens.weight")?)
+            mat(&mut get, "lm_head.weight".into(), [vocab, d])?
+        } else if tied {
+            (embed.clone(), tied_head)
         } else {
             return Err(ModelError::MissingTensor {
                 name: "lm_head.weight".into(),
