@@ -196,15 +196,16 @@ impl<B: ModelBackend> Llama<B> {
             }
         };
         // A matrix, then its block-format copy (after the f32 one, so a bad tensor fails with the
-        // f32 loader's error first). Only a matrix without blocks is copied to aligned storage:
-        // the native kernels read the blocks where there are any.
+        // f32 loader's error first). Only a matrix without blocks, on a backend with the native
+        // pass, is copied to aligned storage: the native kernels read the blocks where there are
+        // any, and the other backends copy the data into their own storage anyway.
         let mat = |get: &mut dyn FnMut(String, &[usize]) -> Result<HostTensor>,
                    name: String,
                    shape: [usize; 2]|
          -> Result<(Tensor<B, 2>, Option<PackedMatrix>)> {
             let t = get(name.clone(), &shape)?;
             let p = packed(&name)?;
-            let data = if p.is_none() {
+            let data = if B::NATIVE_FORWARD && p.is_none() {
                 aligned_data(&t.data, shape)
             } else {
                 TensorData::new(t.data, shape)
@@ -220,7 +221,7 @@ impl<B: ModelBackend> Llama<B> {
             None
         };
         let embed = Tensor::<B, 2>::from_data(
-            if tied && tied_head.is_none() {
+            if B::NATIVE_FORWARD && tied && tied_head.is_none() {
                 aligned_data(&embed_host, [vocab, d])
             } else {
                 TensorData::new(embed_host, [vocab, d])
