@@ -199,18 +199,21 @@ impl<B: ModelBackend> Llama<B> {
         // f32 loader's error first). Only a matrix without blocks, on a backend with the native
         // pass, is copied to aligned storage: the native kernels read the blocks where there are
         // any, and the other backends copy the data into their own storage anyway.
+        let matrix = |data: Vec<f32>, shape: [usize; 2], blocks: &Option<PackedMatrix>| {
+            let data = if B::NATIVE_FORWARD && blocks.is_none() {
+                aligned_data(&data, shape)
+            } else {
+                TensorData::new(data, shape)
+            };
+            Tensor::<B, 2>::from_data(data, device)
+        };
         let mat = |get: &mut dyn FnMut(String, &[usize]) -> Result<HostTensor>,
                    name: String,
                    shape: [usize; 2]|
          -> Result<(Tensor<B, 2>, Option<PackedMatrix>)> {
             let t = get(name.clone(), &shape)?;
             let p = packed(&name)?;
-            let data = if B::NATIVE_FORWARD && p.is_none() {
-                aligned_data(&t.data, shape)
-            } else {
-                TensorData::new(t.data, shape)
-            };
-            Ok((Tensor::<B, 2>::from_data(data, device), p))
+            Ok((matrix(t.data, shape, &p), p))
         };
         // The embedding is also the LM head when the weights are tied and there is no separate
         // head: then its block-format copy, and it is aligned only if it has none.
@@ -220,14 +223,12 @@ impl<B: ModelBackend> Llama<B> {
         } else {
             None
         };
-        let embed = Tensor::<B, 2>::from_data(
-            if B::NATIVE_FORWARD && tied && tied_head.is_none() {
-                aligned_data(&embed_host, [vocab, d])
-            } else {
-                TensorData::new(embed_host, [vocab, d])
-            },
-            device,
-        );
+        let embed = if tied {
+            matrix(embed_host, [vocab, d], &tied_head)
+        } else {
+            // Only looked up by row.
+            Tensor::<B, 2>::from_data(TensorData::new(embed_host, [vocab, d]), device)
+        };
         let mut packed_layers = Vec::new();
         let mut blocks = Vec::new();
         for i in 0..cfg.num_layers {
@@ -630,8 +631,7 @@ fn aligned_data(data: &[f32], shape: [usize; 2]) -> TensorData {
             bytemuck::cast_slice(&self.0)
         }
     }
-    let mut v = crate::cpu::kernels::Aligned::with_capacity(64, data.len());
-    v.extend_from_slice(data);
+    let v = crate::cpu::kernels::Aligned::from_slice(64, data);
     let bytes = burn::tensor::Bytes::from_shared(
         bytes::Bytes::from_owner(Owner(v)),
         burn::tensor::AllocationProperty::Native,
