@@ -1,12 +1,12 @@
 //! Weight matrices kept in the block formats a GGUF file stores them in (Q4_1, Q8_0), for the
 //! native CPU pass: decoding streams every weight once per step, and a Q4_1 weight is 0.75 bytes
-//! here against 4 as `f32`. The pass expands a few rows at a time into `f32` right before the
+//! here against 4 as `f32`. The pass expands a panel of rows at a time into `f32` right before the
 //! product ([`crate::cpu::kernels`]), with the same arithmetic as
 //! [`gguf::dequant::dequantize`](crate::gguf::dequant::dequantize), so every expanded weight is
 //! bitwise the `f32` the loader produced and the results do not change.
 //!
-//! The blocks are re-laid out once at load: the `f16` scales become `f32` (exactly), and rows can
-//! be reordered (the q/k RoPE permutation of llama.cpp's converter, undone as for the `f32` copy).
+//! The blocks are re-laid out once at load: interleaved by panels of 16 rows (the order the product
+//! reads them in), the `f16` scales turned into `f32` (exactly), and rows can be reordered (the q/k RoPE permutation of llama.cpp's converter, undone as for the `f32` copy).
 
 use crate::gguf::{GgmlType, GgufError, invalid};
 use half::f16;
@@ -58,16 +58,26 @@ impl BlockFormat {
     }
 }
 
-/// A row-major `[rows, cols]` weight matrix in blocks of [`BLOCK`] values along each row.
+/// Weight rows per panel: the native pass multiplies by a weight matrix laid out `[k][16]` for
+/// each 16 consecutive rows (see [`crate::cpu::kernels`]), so the blocks are kept in that order.
+pub const PANEL: usize = 16;
+
+/// A `[rows, cols]` weight matrix in blocks of [`BLOCK`] values along each row, interleaved by
+/// panels of [`PANEL`] rows: for each panel (the last one padded with zero rows) and each block
+/// column, the 16 rows' scales side by side, then their quants with the 16 rows' bytes of one
+/// position side by side. Expanding one position of a block column then gives one 16-wide row of
+/// the panel the product reads, with no transposition.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PackedMatrix {
     format: BlockFormat,
     rows: usize,
     cols: usize,
-    /// Per block, in row order: [`BlockFormat::scales`] `f32`s.
+    /// Per panel and block column: [`BlockFormat::scales`] groups of 16 `f32` (`d` of each row,
+    /// then for Q4_1 `m` of each row).
     scales: Vec<f32>,
-    /// Per block, in row order: [`BlockFormat::quant_bytes`] bytes (Q4_1: value `j` in the low
-    /// nibble of byte `j`, value `j + 16` in its high nibble; Q8_0: two's-complement bytes).
+    /// Per panel and block column: [`BlockFormat::quant_bytes`] groups of 16 bytes, byte `j` of
+    /// group `t` being byte `t` of row `j`'s block (Q4_1: value `t` in the low nibble, `t + 16`
+    /// in the high one; Q8_0: value `t` in two's complement).
     quants: Vec<u8>,
 }
 
@@ -98,21 +108,29 @@ impl PackedMatrix {
                 bytes.len()
             )));
         }
-        let mut scales = Vec::with_capacity(rows * per_row * format.scales());
-        let mut quants = Vec::with_capacity(rows * per_row * format.quant_bytes());
+        let (ns, nq) = (format.scales(), format.quant_bytes());
+        let panels = rows.div_ceil(PANEL);
+        // Zero scales and quants in the padding rows: they expand to exact zeros.
+        let mut scales = vec![0f32; panels * per_row * ns * PANEL];
+        let mut quants = vec![0u8; panels * per_row * nq * PANEL];
         for r in 0..rows {
             let s = src_row(r);
             if s >= rows {
                 return Err(invalid(format!("row {s} of a {rows}-row matrix")));
             }
-            for block in bytes[s * row_bytes..(s + 1) * row_bytes].chunks(format.file_bytes()) {
+            let (panel, j) = (r / PANEL, r % PANEL);
+            for (b, block) in bytes[s * row_bytes..(s + 1) * row_bytes]
+                .chunks(format.file_bytes())
+                .enumerate()
+            {
                 let half = |i: usize| f16::from_le_bytes([block[i], block[i + 1]]).to_f32();
-                scales.push(half(0));
-                if format == BlockFormat::Q4_1 {
-                    scales.push(half(2));
+                let at = panel * per_row + b;
+                for i in 0..ns {
+                    scales[(at * ns + i) * PANEL + j] = half(2 * i);
                 }
-                let start = 2 * format.scales();
-                quants.extend_from_slice(&block[start..]);
+                for (t, &q) in block[2 * ns..].iter().enumerate() {
+                    quants[(at * nq + t) * PANEL + j] = q;
+                }
             }
         }
         Ok(Self {
@@ -139,69 +157,88 @@ impl PackedMatrix {
         self.cols
     }
 
-    /// Bytes held (scales and quants).
+    /// Bytes held (scales and quants, the padding rows of the last panel included).
     pub fn bytes(&self) -> usize {
         self.scales.len() * 4 + self.quants.len()
     }
 
-    /// The scales and quants of rows `r0..r1`.
-    pub(crate) fn row_blocks(&self, r0: usize, r1: usize) -> (&[f32], &[u8]) {
-        let per_row = self.cols / BLOCK;
+    /// The scales and quants of panels `p0..p1`.
+    pub(crate) fn panel_blocks(&self, p0: usize, p1: usize) -> (&[f32], &[u8]) {
+        let per_panel = self.cols / BLOCK * PANEL;
         let (s, q) = (self.format.scales(), self.format.quant_bytes());
         (
-            &self.scales[r0 * per_row * s..r1 * per_row * s],
-            &self.quants[r0 * per_row * q..r1 * per_row * q],
+            &self.scales[p0 * per_panel * s..p1 * per_panel * s],
+            &self.quants[p0 * per_panel * q..p1 * per_panel * q],
         )
     }
 
-    /// Rows `r0..r1` as `f32` into `out` (`(r1 - r0) · cols` values), on the calling thread, in
-    /// portable code (the kernels module compiles the same loop for the CPU's vector units).
+    /// Rows `r0..r1` as row-major `f32` into `out` (`(r1 - r0) · cols` values): the values the
+    /// product uses, one at a time (for checks; the pass expands whole panels).
     ///
     /// # Panics
     /// If the rows are out of range or `out` has the wrong length.
     pub fn expand_rows(&self, r0: usize, r1: usize, out: &mut [f32]) {
         assert!(r0 <= r1 && r1 <= self.rows, "rows out of range");
-        let (scales, quants) = self.row_blocks(r0, r1);
-        expand(self.format, scales, quants, out);
+        assert!(out.len() == (r1 - r0) * self.cols, "output length");
+        let k = self.cols;
+        let mut panel = vec![0f32; PANEL * k];
+        for (i, row) in out.chunks_exact_mut(k).enumerate() {
+            let r = r0 + i;
+            let (scales, quants) = self.panel_blocks(r / PANEL, r / PANEL + 1);
+            expand_panel(self.format, scales, quants, &mut panel);
+            for (c, v) in row.iter_mut().enumerate() {
+                *v = panel[c * PANEL + r % PANEL];
+            }
+        }
     }
 }
 
-/// Expands whole blocks: `out` holds `scales.len() / format.scales()` blocks of 32 values. The
-/// arithmetic is that of [`crate::gguf::dequant::dequantize`] (a product, then a sum: no fused
-/// multiply-add), so each value is bitwise the loader's.
+/// Expands whole panels' blocks into panels laid out `[cols][16]`: `out` holds
+/// `scales.len() / (format.scales() · 16)` block columns of `32 · 16` values. The arithmetic is
+/// that of [`crate::gguf::dequant::dequantize`] (a product, then a sum: no fused multiply-add),
+/// so each value is bitwise the loader's.
 ///
 /// # Panics
 /// If the lengths disagree.
 #[inline(always)]
-pub(crate) fn expand(format: BlockFormat, scales: &[f32], quants: &[u8], out: &mut [f32]) {
-    let blocks = scales.len() / format.scales();
+pub(crate) fn expand_panel(format: BlockFormat, scales: &[f32], quants: &[u8], out: &mut [f32]) {
+    let blocks = scales.len() / (format.scales() * PANEL);
     assert!(
-        quants.len() == blocks * format.quant_bytes() && out.len() == blocks * BLOCK,
+        quants.len() == blocks * format.quant_bytes() * PANEL
+            && out.len() == blocks * BLOCK * PANEL,
         "block lengths disagree"
     );
     match format {
         BlockFormat::Q4_1 => {
             for ((s, q), o) in scales
-                .chunks_exact(2)
-                .zip(quants.chunks_exact(16))
-                .zip(out.chunks_exact_mut(BLOCK))
+                .chunks_exact(2 * PANEL)
+                .zip(quants.chunks_exact(16 * PANEL))
+                .zip(out.chunks_exact_mut(BLOCK * PANEL))
             {
-                let (d, m) = (s[0], s[1]);
-                let (lo, hi) = o.split_at_mut(16);
-                for ((l, h), &b) in lo.iter_mut().zip(hi.iter_mut()).zip(q) {
-                    *l = f32::from(b & 0x0F) * d + m;
-                    *h = f32::from(b >> 4) * d + m;
+                let (d, m) = s.split_at(PANEL);
+                let (lo, hi) = o.split_at_mut(16 * PANEL);
+                for ((l, h), q) in lo
+                    .chunks_exact_mut(PANEL)
+                    .zip(hi.chunks_exact_mut(PANEL))
+                    .zip(q.chunks_exact(PANEL))
+                {
+                    for j in 0..PANEL {
+                        l[j] = f32::from(q[j] & 0x0F) * d[j] + m[j];
+                        h[j] = f32::from(q[j] >> 4) * d[j] + m[j];
+                    }
                 }
             }
         }
         BlockFormat::Q8_0 => {
-            for ((&d, q), o) in scales
-                .iter()
-                .zip(quants.chunks_exact(BLOCK))
-                .zip(out.chunks_exact_mut(BLOCK))
+            for ((d, q), o) in scales
+                .chunks_exact(PANEL)
+                .zip(quants.chunks_exact(BLOCK * PANEL))
+                .zip(out.chunks_exact_mut(BLOCK * PANEL))
             {
-                for (v, &b) in o.iter_mut().zip(q) {
-                    *v = f32::from(b as i8) * d;
+                for (v, q) in o.chunks_exact_mut(PANEL).zip(q.chunks_exact(PANEL)) {
+                    for j in 0..PANEL {
+                        v[j] = f32::from(q[j] as i8) * d[j];
+                    }
                 }
             }
         }
@@ -223,7 +260,8 @@ mod tests {
     #[test]
     fn expanded_rows_are_the_loaders_values_bitwise() {
         let mut rng = ChaCha8Rng::seed_from_u64(7);
-        let (rows, cols) = (5, 96);
+        // Two full panels and a part of a third.
+        let (rows, cols) = (37, 96);
         let x = random(&mut rng, rows * cols);
         for (ty, bytes) in [
             (GgmlType::Q4_1, quantize_q4_1(&x).unwrap()),
@@ -240,14 +278,28 @@ mod tests {
                 want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
                 "{ty:?}"
             );
-            // Rows in another order, and a range of them.
+            // Rows in another order, and a range of them across a panel boundary.
             let rev =
                 PackedMatrix::from_gguf(p.format(), &bytes, rows, cols, |r| rows - 1 - r).unwrap();
-            let mut two = vec![0f32; 2 * cols];
-            rev.expand_rows(1, 3, &mut two);
-            assert_eq!(&two[..cols], &want[3 * cols..4 * cols]);
-            assert_eq!(&two[cols..], &want[2 * cols..3 * cols]);
-            assert!(p.bytes() < rows * cols * 4 / 3);
+            let mut three = vec![0f32; 3 * cols];
+            rev.expand_rows(15, 18, &mut three);
+            for (i, row) in three.chunks(cols).enumerate() {
+                let src = rows - 1 - (15 + i);
+                assert_eq!(row, &want[src * cols..(src + 1) * cols], "{ty:?} row {i}");
+            }
+            // The padded panel's expansion: the rows past the end are zeros.
+            let (scales, quants) = p.panel_blocks(2, 3);
+            let mut panel = vec![1f32; PANEL * cols];
+            expand_panel(p.format(), scales, quants, &mut panel);
+            for c in 0..cols {
+                for j in 0..PANEL {
+                    let v = panel[c * PANEL + j];
+                    let r = 2 * PANEL + j;
+                    let want = if r < rows { want[r * cols + c] } else { 0.0 };
+                    assert_eq!(v.to_bits(), want.to_bits(), "{ty:?} ({r}, {c})");
+                }
+            }
+            assert!(p.bytes() < rows * cols * 4 / 2);
         }
     }
 

@@ -221,7 +221,9 @@ fn attention(
     let outs: Vec<Vec<f32>> = if units.len() == 1 {
         units.iter().map(run).collect()
     } else {
-        units.par_iter().map(run).collect()
+        // One unit at a time: later query blocks see more keys, so even halves of the list are
+        // uneven work.
+        units.par_iter().with_max_len(1).map(run).collect()
     };
     for (&(s, g, i0, i1), out) in units.iter().zip(&outs) {
         let (a, ni) = (batch.seq_starts[s], i1 - i0);

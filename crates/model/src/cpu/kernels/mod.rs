@@ -1,18 +1,23 @@
-//! The SIMD kernel of the native CPU forward pass, and the one module of the crate with `unsafe`
+//! The SIMD kernels of the native CPU forward pass, and the one module of the crate with `unsafe`
 //! code: raw-pointer loads in `#[target_feature]` functions, chosen by run-time CPU detection.
 //!
-//! Everything rests on one product, "NT": `out[i][j] (+)= Σ_k a[i][k] · b[j][k]` for two row-major
-//! matrices that share their inner dimension. A projection is NT with the checkpoint's `[out, in]`
-//! weight as `b` (each weight row streamed once per tile of activation rows, no packing); attention
-//! is NT twice (`q · kᵀ`, then `p · vᵀ` against the transposed values).
+//! Two products. A projection is the weight product [`nt_par`]: `out[i][j] (+)= Σ_k a[i][k] ·
+//! w[j][k]` on the checkpoint's `[out, in]` weight, whose rows each thread lays out block by block
+//! as panels of 16 rows (`[k][16]`, `panels.rs`; block-format weights are expanded straight into
+//! that layout, `expand.rs`), then multiplies by broadcast activations. Attention is "NT" twice
+//! ([`nt`]: `q · kᵀ`, then `p · vᵀ` against the transposed values), on row-major operands as they
+//! lie in the KV store.
 //!
-//! **Fixed reduction order per element.** Each output element is its own chain: lane `l` of one
-//! vector accumulator sums `a[i][k] · b[j][k]` over `k ≡ l (mod lanes)` in increasing `k` with fused
-//! multiply-adds (a masked load zeroes the lanes past `k`), then the lanes are summed in one fixed
-//! tree. Tile shape, edge tiles, the number of rows in the call and the split between threads change
-//! which instructions run side by side, never the arithmetic of an element, so a row's result does
-//! not depend on the other rows of its batch. (Padding a row with zeros up to a longer `k` adds exact
-//! zeros, which is how causal attention stays independent of the query block.)
+//! **Fixed reduction order per element.** Each output element is its own chain. In the weight
+//! product it is one chain of fused multiply-adds in increasing `k`, from zero or from the old
+//! value. In NT, lane `l` of one vector accumulator sums `a[i][k] · b[j][k]` over `k ≡ l (mod
+//! lanes)` in increasing `k` with fused multiply-adds (a masked load zeroes the lanes past `k`),
+//! then the lanes are summed in one fixed tree. Tile shape, edge tiles, the number of rows in the
+//! call and the split between threads change which instructions run side by side, never the
+//! arithmetic of an element, so a row's result does not depend on the other rows of its batch; the
+//! weight product's chains are also the same on every instruction set. (Padding a row with zeros
+//! up to a longer `k` adds exact zeros, which is how causal attention stays independent of the
+//! query block.)
 
 #![allow(unsafe_code)]
 // Register tiles read best as `acc[r][j]`.
@@ -24,11 +29,13 @@ use std::sync::OnceLock;
 
 mod exp;
 mod expand;
+mod panels;
 mod pv;
 mod tiles;
 
 pub use exp::{silu_mul, softmax_prefix};
-use expand::{EXPAND_ROWS, EXPANDED, expand_rows};
+use expand::{PANELS, expand_panels};
+use panels::{PANEL, pack_dense, panel_avx2, panel_avx512, panel_scalar};
 pub use pv::{Rows, pv};
 use tiles::{tile_avx2, tile_avx512, tile_scalar};
 
@@ -73,7 +80,21 @@ impl Isa {
         )
     }
 
-    /// Tile shape `(rows of a, rows of b)` of the kernel.
+    /// Tile shape `(rows of a, panels of 16 weight rows)` of the weight product for `m`
+    /// activation rows: for one or two rows, fewer panels, so that the weight rows laid out per
+    /// tile stay small (at least four panels: each is an independent chain of multiply-adds, and
+    /// fewer chains than the FMA latency leave the unit idle).
+    fn panel_tile(self, m: usize) -> (usize, usize) {
+        match self {
+            Isa::Avx512 if m <= 2 => (2, 4),
+            Isa::Avx512 => (4, 6),
+            Isa::Avx2 if m <= 2 => (2, 2),
+            Isa::Avx2 => (4, 1),
+            Isa::Scalar => (1, 1),
+        }
+    }
+
+    /// Tile shape `(rows of a, rows of b)` of the NT kernel.
     fn tile(self) -> (usize, usize) {
         match self {
             Isa::Avx512 => (4, 6),
@@ -142,20 +163,6 @@ impl<'a> Mat<'a> {
     pub fn dense(data: &'a [f32], rows: usize, cols: usize) -> Self {
         Self::new(data, rows, cols, cols)
     }
-
-    /// Rows `r0..r1`.
-    fn rows(self, r0: usize, r1: usize) -> Self {
-        debug_assert!(r0 <= r1 && r1 <= self.rows);
-        if r0 == r1 {
-            return Self::new(&[], 0, self.cols, self.stride);
-        }
-        Self::new(
-            &self.data[r0 * self.stride..],
-            r1 - r0,
-            self.cols,
-            self.stride,
-        )
-    }
 }
 
 /// A mutable row-major matrix view (as [`Mat`]).
@@ -188,13 +195,26 @@ impl<'a> MatMut<'a> {
     }
 }
 
-/// A raw output pointer shared by the threads of [`nt_par`], each writing its own columns.
+/// A raw output pointer shared by the threads of [`nt_par`], each writing its own rows and columns.
 #[derive(Clone, Copy)]
 struct OutPtr {
     ptr: *mut f32,
     stride: usize,
 }
-// SAFETY: the threads of `nt_par` write disjoint column ranges of the output (see there).
+impl OutPtr {
+    /// The output from row `i` on.
+    ///
+    /// # Safety
+    /// Row `i` must be inside the output.
+    unsafe fn row(self, i: usize) -> Self {
+        Self {
+            // SAFETY: in bounds by the contract.
+            ptr: unsafe { self.ptr.add(i * self.stride) },
+            stride: self.stride,
+        }
+    }
+}
+// SAFETY: the threads of `nt_par` write disjoint blocks of the output (see there).
 unsafe impl Send for OutPtr {}
 // SAFETY: as above.
 unsafe impl Sync for OutPtr {}
@@ -207,12 +227,32 @@ pub fn nt(isa: Isa, a: Mat<'_>, b: Mat<'_>, out: MatMut<'_>, accumulate: bool) {
     assert!(a.cols == b.cols, "inner dimensions differ");
     assert!(out.rows == a.rows && out.cols == b.rows, "output shape");
     assert!(isa.available(), "{isa:?} is not available on this CPU");
-    let o = OutPtr {
-        ptr: out.data.as_mut_ptr(),
-        stride: out.stride,
-    };
-    // SAFETY: `out` is borrowed mutably for the call, and its view was bounds-checked.
-    unsafe { nt_raw(isa, a, b, o, 0, accumulate, true) };
+    let (mr, mut nr) = isa.tile();
+    if a.rows <= 2 && isa == Isa::Avx512 {
+        // One or two rows: wider tiles keep more rows of `b` streaming at once.
+        nr = 8;
+    }
+    let k = a.cols;
+    for i0 in (0..a.rows).step_by(ROW_BLOCK) {
+        let i1 = (i0 + ROW_BLOCK).min(a.rows);
+        for j in (0..b.rows).step_by(nr) {
+            let nj = nr.min(b.rows - j);
+            for i in (i0..i1).step_by(mr) {
+                let ni = mr.min(i1 - i);
+                // SAFETY: rows i..i+ni of `a` and j..j+nj of `b` are in bounds (views checked at
+                // construction), and so is the output block (`out` was checked to be `[m, n]`
+                // and is borrowed mutably for the call).
+                unsafe {
+                    let pa = a.data.as_ptr().add(i * a.stride);
+                    let pb = b.data.as_ptr().add(j * b.stride);
+                    let po = out.data.as_mut_ptr().add(i * out.stride + j);
+                    tile(
+                        isa, ni, nj, pa, a.stride, pb, b.stride, k, po, out.stride, accumulate,
+                    );
+                }
+            }
+        }
+    }
 }
 
 /// A weight matrix `[n, k]` of [`nt_par`]: dense `f32`, or in blocks that are expanded to `f32` a
@@ -253,8 +293,10 @@ pub struct Part<'a> {
 }
 
 /// `out[:, column..column + n] (+)= a · weightᵀ` for every part, on rayon's threads: each thread
-/// takes blocks of weight rows (the same blocks whatever the thread count), so each weight row is
-/// streamed once per block of activation rows.
+/// takes a block of weight rows, lays it out as panels in its buffer (expanding blocks or
+/// transposing `f32` rows) and runs the panel tiles over every activation row, or over a share of
+/// them when the blocks do not share out evenly between the threads. So each weight row is read
+/// once per call (once per share). How the work is cut does not change a bit of the result.
 ///
 /// # Panics
 /// If a part's shape disagrees with `a` or `out`, or two parts' columns overlap.
@@ -274,61 +316,219 @@ pub fn nt_par(isa: Isa, a: Mat<'_>, parts: &[Part<'_>], out: MatMut<'_>, accumul
         spans.windows(2).all(|w| w[0].1 <= w[1].0),
         "parts overlap in the output"
     );
-    let (_, nr) = isa.tile();
-    // Blocks of weight rows: small enough that there are several per thread, large enough to
-    // amortise the sweep over the activation rows; a multiple of the tile width.
+    let k = a.cols;
+    let (mr, np) = isa.panel_tile(a.rows);
+    let group = np * PANEL;
+    // Blocks of weight rows: several per thread, but no more than fit the buffer's share of the
+    // L2 cache; a multiple of the tile's panels.
     let total: usize = parts.iter().map(|p| p.weight.rows()).sum();
     let threads = rayon::current_num_threads().max(1);
-    let block = (total / (threads * 4)).clamp(nr, 64).div_ceil(nr) * nr;
-    let mut units = Vec::new();
+    let cap = (PANEL_BUFFER_BYTES / (4 * k.max(1)) / group).max(1) * group;
+    let block = (total / (threads * 4))
+        .div_ceil(group)
+        .clamp(1, cap / group)
+        * group;
+    let mut blocks = Vec::new();
     for (p, part) in parts.iter().enumerate() {
         let n = part.weight.rows();
-        units.extend((0..n).step_by(block).map(|j0| (p, j0, (j0 + block).min(n))));
+        blocks.extend((0..n).step_by(block).map(|j0| (p, j0, (j0 + block).min(n))));
     }
+    // Many activation rows and blocks that do not share out evenly between the threads: each
+    // block also goes to every thread for a share of the rows (laid out once per share), so that
+    // no thread waits at the end for the others.
+    let shares = if blocks.len() % threads != 0 && a.rows >= ROWS_PER_SHARE * threads {
+        threads
+    } else {
+        1
+    };
+    let per_share = (a.rows.div_ceil(shares).div_ceil(mr) * mr).max(1);
+    let units: Vec<_> = blocks
+        .iter()
+        .flat_map(|&(p, j0, j1)| {
+            (0..a.rows)
+                .step_by(per_share)
+                .map(move |i0| (p, j0, j1, i0, (i0 + per_share).min(a.rows)))
+        })
+        .collect();
     let o = OutPtr {
         ptr: out.data.as_mut_ptr(),
         stride: out.stride,
     };
-    let run = |&(p, j0, j1): &(usize, usize, usize)| {
+    let run = |&(p, j0, j1, i0, i1): &(usize, usize, usize, usize, usize)| {
         let part = parts[p];
-        // SAFETY (both calls): the output view was bounds-checked for `a.rows` rows and `out.cols`
-        // columns; this unit writes columns `column + j0 .. column + j1`, which no other unit
-        // writes (units of one part are disjoint, parts were checked not to overlap), and `out`
-        // stays borrowed mutably until every unit has finished.
-        match part.weight {
-            Weight::Dense(w) => unsafe {
-                nt_raw(
-                    isa,
-                    a,
-                    w.rows(j0, j1),
-                    o,
-                    part.column + j0,
-                    accumulate,
-                    true,
-                )
-            },
-            Weight::Packed(w) => EXPANDED.with_borrow_mut(|buf| {
-                // Few activation rows: expand a few weight rows at a time, used while in L1.
-                // Many: the whole block, so each block of activations is swept once per block.
-                let step = if a.rows <= ROW_BLOCK {
-                    EXPAND_ROWS
-                } else {
-                    j1 - j0
-                };
-                for r0 in (j0..j1).step_by(step) {
-                    let r1 = (r0 + step).min(j1);
-                    buf.resize((r1 - r0) * w.cols(), 0.0);
-                    expand_rows(isa, w, r0, r1, buf);
-                    let b = Mat::dense(buf, r1 - r0, w.cols());
-                    unsafe { nt_raw(isa, a, b, o, part.column + r0, accumulate, false) };
+        let a = Mat::new(&a.data[i0 * a.stride..], i1 - i0, a.cols, a.stride);
+        // SAFETY: row i0 is inside the output view (i0 < a.rows = out.rows).
+        let o = unsafe { o.row(i0) };
+        PANELS.with_borrow_mut(|buf| {
+            // One row tile: lay out one tile's panels at a time, used while in cache. More: the
+            // whole block, swept by every row tile.
+            let step = if a.rows <= mr { group } else { j1 - j0 };
+            for r0 in (j0..j1).step_by(step) {
+                let r1 = (r0 + step).min(j1);
+                let panels = (r1 - r0).div_ceil(PANEL);
+                buf.resize(panels * PANEL * k, 0.0);
+                match part.weight {
+                    Weight::Dense(w) => pack_dense(isa, w.data, w.stride, k, r0, r1, buf),
+                    Weight::Packed(w) => {
+                        expand_panels(isa, w, r0 / PANEL, r0 / PANEL + panels, buf)
+                    }
                 }
-            }),
-        }
+                // SAFETY: the output view was bounds-checked for `a.rows` rows and `out.cols`
+                // columns; this unit writes rows `i0..i1` of columns `column + j0 .. column + j1`,
+                // which no other unit writes (blocks of one part are disjoint, parts were checked
+                // not to overlap, shares of a block are disjoint), and `out` stays borrowed
+                // mutably until every unit has finished.
+                unsafe { panel_product(isa, a, buf, r1 - r0, o, part.column + r0, accumulate) };
+            }
+        })
     };
     if units.len() == 1 || a.rows * total * a.cols < 1 << 16 {
         units.iter().for_each(run);
     } else {
         units.par_iter().for_each(run);
+    }
+}
+
+/// The fewest activation rows per share of a block (below, the layout's cost outweighs the
+/// balance it buys).
+const ROWS_PER_SHARE: usize = 64;
+
+/// The bytes of one block of weight panels (per thread): a share of the L2 cache that leaves room
+/// for the activation rows.
+const PANEL_BUFFER_BYTES: usize = 384 << 10;
+
+/// `out[i][col0 + j] (+)= Σ_k a[i][k] · w[j][k]` for the `rows` weight rows laid out as panels in
+/// `panels`, row tile by row tile (each sweeping all panels).
+///
+/// # Safety
+/// `out` must be valid for writes of `a.rows` rows of `col0 + rows` columns at its stride, and no
+/// other thread may access those elements during the call; `panels` must hold
+/// `rows.div_ceil(16)` panels of `16 · a.cols`; `isa` must be available.
+unsafe fn panel_product(
+    isa: Isa,
+    a: Mat<'_>,
+    panels: &[f32],
+    rows: usize,
+    out: OutPtr,
+    col0: usize,
+    accumulate: bool,
+) {
+    let k = a.cols;
+    let (mr, np) = isa.panel_tile(a.rows);
+    let count = rows.div_ceil(PANEL);
+    debug_assert!(panels.len() >= count * PANEL * k);
+    for g in (0..count).step_by(np) {
+        let ng = np.min(count - g);
+        let last = if g + ng == count {
+            rows - (count - 1) * PANEL
+        } else {
+            PANEL
+        };
+        // A range of `k` at a time, so that the tile's panel rows stay in L1 while every row tile
+        // runs over them; each range picks the chains up from the output.
+        for k0 in (0..k).step_by(K_RANGE) {
+            let kc = K_RANGE.min(k - k0);
+            for i in (0..a.rows).step_by(mr) {
+                let ni = mr.min(a.rows - i);
+                // SAFETY: rows i..i+ni of `a` are in bounds (view checked at construction), and
+                // k0 + kc <= k; panels g..g+ng are in `panels`; the output block is in bounds by
+                // this function's contract.
+                unsafe {
+                    panel_tile(
+                        isa,
+                        ni,
+                        ng,
+                        a.data.as_ptr().add(i * a.stride + k0),
+                        a.stride,
+                        panels.as_ptr().add(g * PANEL * k + k0 * PANEL),
+                        PANEL * k,
+                        kc,
+                        out.ptr.add(i * out.stride + col0 + g * PANEL),
+                        out.stride,
+                        last,
+                        accumulate || k0 > 0,
+                    )
+                };
+            }
+        }
+    }
+}
+
+/// Values of `k` per tile call: six panels over this range are 48 KiB, about one L1 cache (64, 96
+/// and 192 measured the same within the noise on the EPYC).
+const K_RANGE: usize = 128;
+
+/// `f::<rows, cols>(args)` for the run-time tile shape `(rows, cols)`, one of the listed sizes: how
+/// a tile reaches its monomorphised kernel.
+macro_rules! tile_call {
+    ($f:ident, $rows:expr, $cols:expr, [$($mr:literal),*], $ncs:tt, $args:tt) => {
+        match $rows {
+            $($mr => tile_call!(@cols $f, $mr, $cols, $ncs, $args),)*
+            _ => unreachable!("tile rows"),
+        }
+    };
+    (@cols $f:ident, $mr:literal, $cols:expr, [$($nc:literal),*], $args:tt) => {
+        match $cols {
+            $($nc => tile_call!(@call $f, $mr, $nc, $args),)*
+            _ => unreachable!("tile columns"),
+        }
+    };
+    (@call $f:ident, $mr:literal, $nc:literal, ($($arg:expr),*)) => {
+        $f::<$mr, $nc>($($arg),*)
+    };
+}
+
+/// Dispatches an `ni`-row, `ng`-panel tile to its monomorphised kernel.
+///
+/// # Safety
+/// As the panel kernels (`panels.rs`); `isa` must be available.
+#[allow(clippy::too_many_arguments)]
+unsafe fn panel_tile(
+    isa: Isa,
+    ni: usize,
+    ng: usize,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    ps: usize,
+    k: usize,
+    out: *mut f32,
+    ldo: usize,
+    last: usize,
+    load: bool,
+) {
+    // SAFETY: forwarded from this function's contract; the ISA was checked by the caller.
+    unsafe {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => tile_call!(
+                panel_avx512,
+                ni,
+                ng,
+                [1, 2, 3, 4],
+                [1, 2, 3, 4, 5, 6],
+                (a, lda, b, ps, k, out, ldo, last, load)
+            ),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => tile_call!(
+                panel_avx2,
+                ni,
+                ng,
+                [1, 2, 3, 4],
+                [1, 2],
+                (a, lda, b, ps, k, out, ldo, last, load)
+            ),
+            #[cfg(not(target_arch = "x86_64"))]
+            Isa::Avx512 | Isa::Avx2 => unreachable!("x86 kernels on another architecture"),
+            Isa::Scalar => tile_call!(
+                panel_scalar,
+                ni,
+                ng,
+                [1],
+                [1],
+                (a, lda, b, ps, k, out, ldo, last, load)
+            ),
+        }
     }
 }
 
@@ -361,83 +561,9 @@ pub fn measured_peak_gflops() -> f64 {
     (2 * m * n * k) as f64 / best / 1e9
 }
 
-/// Rows of `a` per sweep: this block of activations stays in the L2 cache while a tile of weight
+/// Rows of `a` per sweep of [`nt`]: this block of rows stays in the L2 cache while a tile of `b`'s
 /// rows (in L1) runs over it.
 const ROW_BLOCK: usize = 128;
-
-/// How many weight rows ahead of the current tile [`nt_raw`] prefetches (into L2), when the
-/// activations have at most [`PREFETCH_MAX_ROWS`] rows (decoding: the weights stream from memory
-/// once per step and the compute per weight row is too short to hide the misses). Measured with
-/// 1 and 16 rows (docs/performance.md): 16 rows ahead into L2 cut the 16-row time by about 20 %.
-const PREFETCH_ROWS: usize = 16;
-/// See [`PREFETCH_ROWS`]; larger batches reuse each weight row enough to hide its misses.
-const PREFETCH_MAX_ROWS: usize = 16;
-
-/// Hints the CPU to bring `row` into the L2 cache.
-fn prefetch_row(row: &[f32]) {
-    #[cfg(target_arch = "x86_64")]
-    for line in row.chunks(16) {
-        // SAFETY: prefetching is a hint with no architectural effect; the address is inside `row`.
-        unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(
-                line.as_ptr().cast(),
-            )
-        };
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = row;
-}
-
-/// `out[i][col0 + j] (+)= Σ_k a[i][k] · b[j][k]`.
-///
-/// # Safety
-/// `out` must be valid for writes of `a.rows` rows of `col0 + b.rows` columns at its stride, and no
-/// other thread may access those elements during the call; `isa` must be available.
-unsafe fn nt_raw(
-    isa: Isa,
-    a: Mat<'_>,
-    b: Mat<'_>,
-    out: OutPtr,
-    col0: usize,
-    accumulate: bool,
-    prefetch: bool,
-) {
-    let (mr, mut nr) = isa.tile();
-    if a.rows <= 2 && isa == Isa::Avx512 {
-        // Few activation rows (decoding): wider tiles keep more weight rows streaming at once.
-        nr = 8;
-    }
-    let k = a.cols;
-    for i0 in (0..a.rows).step_by(ROW_BLOCK) {
-        let i1 = (i0 + ROW_BLOCK).min(a.rows);
-        for j in (0..b.rows).step_by(nr) {
-            let nj = nr.min(b.rows - j);
-            if prefetch && i0 == 0 && a.rows <= PREFETCH_MAX_ROWS {
-                // The first sweep reads these weight rows from memory: ask for the rows a few
-                // tiles ahead now, so that many cache misses are in flight (decoding streams every
-                // weight once per step). A hint only: it changes no result.
-                let ahead = (j + PREFETCH_ROWS).min(b.rows);
-                let upto = (j + PREFETCH_ROWS + nj).min(b.rows);
-                for r in ahead..upto {
-                    prefetch_row(&b.data[r * b.stride..r * b.stride + b.cols]);
-                }
-            }
-            for i in (i0..i1).step_by(mr) {
-                let ni = mr.min(i1 - i);
-                // SAFETY: rows i..i+ni of `a` and j..j+nj of `b` are in bounds (views checked at
-                // construction); the output block is in bounds by this function's contract.
-                unsafe {
-                    let pa = a.data.as_ptr().add(i * a.stride);
-                    let pb = b.data.as_ptr().add(j * b.stride);
-                    let po = out.ptr.add(i * out.stride + col0 + j);
-                    tile(
-                        isa, ni, nj, pa, a.stride, pb, b.stride, k, po, out.stride, accumulate,
-                    );
-                }
-            }
-        }
-    }
-}
 
 /// Dispatches an `ni × nj` tile to its monomorphised kernel.
 ///
@@ -458,33 +584,37 @@ unsafe fn tile(
     ldo: usize,
     acc: bool,
 ) {
-    macro_rules! dispatch {
-        ($f:ident; $($mr:literal),*; $($nr:literal),*) => {
-            dispatch!(@rows $f; [$($mr),*]; [$($nr),*])
-        };
-        (@rows $f:ident; [$($mr:literal),*]; $nrs:tt) => {
-            match ni {
-                $($mr => dispatch!(@cols $f; $mr; $nrs),)*
-                _ => unreachable!("tile rows"),
-            }
-        };
-        (@cols $f:ident; $mr:literal; [$($nr:literal),*]) => {
-            match nj {
-                $($nr => $f::<$mr, $nr>(a, lda, b, ldb, k, out, ldo, acc),)*
-                _ => unreachable!("tile columns"),
-            }
-        };
-    }
     // SAFETY: forwarded from this function's contract; the ISA was checked by the caller.
     unsafe {
         match isa {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => dispatch!(tile_avx512; 1, 2, 3, 4; 1, 2, 3, 4, 5, 6, 7, 8),
+            Isa::Avx512 => tile_call!(
+                tile_avx512,
+                ni,
+                nj,
+                [1, 2, 3, 4],
+                [1, 2, 3, 4, 5, 6, 7, 8],
+                (a, lda, b, ldb, k, out, ldo, acc)
+            ),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => dispatch!(tile_avx2; 1, 2; 1, 2, 3, 4),
+            Isa::Avx2 => tile_call!(
+                tile_avx2,
+                ni,
+                nj,
+                [1, 2],
+                [1, 2, 3, 4],
+                (a, lda, b, ldb, k, out, ldo, acc)
+            ),
             #[cfg(not(target_arch = "x86_64"))]
             Isa::Avx512 | Isa::Avx2 => unreachable!("x86 kernels on another architecture"),
-            Isa::Scalar => dispatch!(tile_scalar; 1; 1, 2, 3, 4),
+            Isa::Scalar => tile_call!(
+                tile_scalar,
+                ni,
+                nj,
+                [1],
+                [1, 2, 3, 4],
+                (a, lda, b, ldb, k, out, ldo, acc)
+            ),
         }
     }
 }
@@ -566,28 +696,140 @@ mod tests {
         }
     }
 
+    /// `a · bᵀ` by [`nt_par`] with `b` split into two parts, into `out` (`[m, n + 3]`, the
+    /// product at column 1).
+    fn nt_par_split(isa: Isa, a: Mat<'_>, b: &[f32], n: usize, out: &mut [f32], accumulate: bool) {
+        let k = a.cols;
+        let h = n / 3;
+        let parts = [
+            Part {
+                weight: Weight::Dense(Mat::dense(&b[h * k..n * k], n - h, k)),
+                column: 1 + h,
+            },
+            Part {
+                weight: Weight::Dense(Mat::dense(&b[..h * k], h, k)),
+                column: 1,
+            },
+        ];
+        let m = a.rows;
+        nt_par(isa, a, &parts, MatMut::dense(out, m, n + 3), accumulate);
+    }
+
     #[test]
-    fn a_rows_result_does_not_depend_on_the_other_rows_or_threads() {
+    fn nt_par_of_no_rows_writes_nothing() {
+        let b = [1f32; 6];
+        for isa in isas() {
+            let mut out: [f32; 0] = [];
+            nt_par_split(isa, Mat::dense(&[], 0, 2), &b, 3, &mut out, false);
+        }
+    }
+
+    #[test]
+    fn nt_par_matches_an_f64_reference_on_random_shapes() {
+        let mut rng = ChaCha8Rng::seed_from_u64(17);
+        for isa in isas() {
+            for round in 0..50 {
+                // Row counts on both sides of every tile height, weight rows not a multiple of a
+                // panel, odd inner dimensions; a large case now and then so that rayon splits it.
+                let (m, n, k) = if round % 10 == 0 {
+                    (rng.random_range(20..40), rng.random_range(200..300), 67)
+                } else {
+                    (
+                        rng.random_range(1..20),
+                        rng.random_range(1..90),
+                        rng.random_range(1..80),
+                    )
+                };
+                let lda = k + rng.random_range(0..5);
+                let a = random(&mut rng, m * lda);
+                let b = random(&mut rng, n * k);
+                let base = random(&mut rng, m * (n + 3));
+                for accumulate in [false, true] {
+                    let mut out = base.clone();
+                    nt_par_split(isa, Mat::new(&a, m, k, lda), &b, n, &mut out, accumulate);
+                    let want = reference(&a, &b, m, n, k, lda);
+                    for i in 0..m {
+                        for c in 0..n + 3 {
+                            let e = i * (n + 3) + c;
+                            let got = out[e] as f64;
+                            if c == 0 || c > n {
+                                assert_eq!(out[e], base[e], "{isa:?} column {c} was written");
+                                continue;
+                            }
+                            let (w, mag) = want[i * n + c - 1];
+                            let w = w + if accumulate { base[e] as f64 } else { 0.0 };
+                            let tol = 1e-6 * (mag + 1.0) * (k as f64).sqrt();
+                            assert!(
+                                (got - w).abs() <= tol,
+                                "{isa:?} m={m} n={n} k={k} ({i}, {c}): {got} vs {w}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_rows_result_does_not_depend_on_the_other_rows_threads_or_isa() {
         let mut rng = ChaCha8Rng::seed_from_u64(8);
+        for &(m, n, k) in &[
+            (37, 29, 77),
+            (16, 130, 64),
+            (5, 3, 17),
+            (129, 70, 33),
+            (3, 300, 40),
+        ] {
+            let a = random(&mut rng, m * k);
+            let b = random(&mut rng, n * k);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            let mut first: Option<Vec<u32>> = None;
+            for isa in isas() {
+                let mut all = vec![0f32; m * (n + 3)];
+                nt_par_split(isa, Mat::dense(&a, m, k), &b, n, &mut all, false);
+                // Each instruction set computes the same chains.
+                match &first {
+                    None => first = Some(bits(&all)),
+                    Some(f) => assert_eq!(f, &bits(&all), "{isa:?} differs from {:?}", isas()[0]),
+                }
+                for i in [0, m / 2, m - 1] {
+                    // The row alone, on one thread, in one part.
+                    let mut one = vec![0f32; n];
+                    rayon::ThreadPoolBuilder::new()
+                        .num_threads(1)
+                        .build()
+                        .unwrap()
+                        .install(|| {
+                            nt_par(
+                                isa,
+                                Mat::dense(&a[i * k..(i + 1) * k], 1, k),
+                                &[Part {
+                                    weight: Weight::Dense(Mat::dense(&b, n, k)),
+                                    column: 0,
+                                }],
+                                MatMut::dense(&mut one, 1, n),
+                                false,
+                            )
+                        });
+                    let row = &all[i * (n + 3) + 1..i * (n + 3) + 1 + n];
+                    assert_eq!(bits(&one), bits(row), "{isa:?} row {i}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn nt_rows_do_not_depend_on_the_other_rows_or_zero_padding() {
+        let mut rng = ChaCha8Rng::seed_from_u64(18);
         for isa in isas() {
             for &(m, n, k) in &[(37, 29, 77), (16, 130, 64), (5, 3, 17), (129, 70, 33)] {
                 let a = random(&mut rng, m * k);
                 let b = random(&mut rng, n * k);
                 let mut all = vec![0f32; m * n];
-                let parts = [
-                    Part {
-                        weight: Weight::Dense(Mat::dense(&b[..(n / 2) * k], n / 2, k)),
-                        column: 0,
-                    },
-                    Part {
-                        weight: Weight::Dense(Mat::dense(&b[(n / 2) * k..], n - n / 2, k)),
-                        column: n / 2,
-                    },
-                ];
-                nt_par(
+                nt(
                     isa,
                     Mat::dense(&a, m, k),
-                    &parts,
+                    Mat::dense(&b, n, k),
                     MatMut::dense(&mut all, m, n),
                     false,
                 );
@@ -630,6 +872,33 @@ mod tests {
                             all[i * n + j].to_bits(),
                             "{isa:?} padded ({i}, {j})"
                         );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn dense_rows_are_laid_out_as_panels() {
+        let mut rng = ChaCha8Rng::seed_from_u64(19);
+        for isa in isas() {
+            for &(rows, k, ldw) in &[(16, 16, 16), (37, 35, 40), (5, 70, 70), (48, 100, 103)] {
+                let w = random(&mut rng, rows * ldw);
+                let (r0, r1) = (if rows > 16 { 16 } else { 0 }, rows);
+                let panels = (r1 - r0).div_ceil(PANEL);
+                let mut out = vec![f32::NAN; panels * PANEL * k];
+                pack_dense(isa, &w, ldw, k, r0, r1, &mut out);
+                for p in 0..panels {
+                    for kk in 0..k {
+                        for j in 0..PANEL {
+                            let r = r0 + p * PANEL + j;
+                            let want = if r < r1 { w[r * ldw + kk] } else { 0.0 };
+                            assert_eq!(
+                                out[(p * k + kk) * PANEL + j].to_bits(),
+                                want.to_bits(),
+                                "{isa:?} {rows}x{k} panel {p} ({kk}, {j})"
+                            );
+                        }
                     }
                 }
             }
@@ -702,8 +971,8 @@ mod tests {
         use crate::packed::BlockFormat;
         let mut rng = ChaCha8Rng::seed_from_u64(11);
         for isa in isas() {
-            // Activation rows on both sides of ROW_BLOCK, weight rows not a multiple of the
-            // expansion or the tile, 1 to 3 blocks per row.
+            // Activation rows on both sides of a row tile, weight rows not a multiple of a panel,
+            // 1 to 3 blocks per row.
             for &(m, n, k) in &[(1, 37, 32), (3, 70, 96), (16, 9, 64), (130, 21, 32)] {
                 let a = random(&mut rng, m * k);
                 let x = random(&mut rng, n * k);
@@ -714,9 +983,14 @@ mod tests {
                     let f = BlockFormat::of(ty).unwrap();
                     let w = PackedMatrix::from_gguf(f, &bytes, n, k, |r| r).unwrap();
                     let dense = dequantize(ty, &bytes, n * k, "w").unwrap();
-                    let mut expanded = vec![0f32; 3 * k];
-                    expand_rows(isa, &w, n - 3, n, &mut expanded);
-                    assert_eq!(expanded, dense[(n - 3) * k..], "{isa:?} {ty:?} expansion");
+                    // The vector expansion of the last panel against the portable one.
+                    let last = (n - 1) / PANEL;
+                    let mut expanded = vec![f32::NAN; PANEL * k];
+                    expand_panels(isa, &w, last, last + 1, &mut expanded);
+                    let mut want = vec![0f32; PANEL * k];
+                    let (scales, quants) = w.panel_blocks(last, last + 1);
+                    crate::packed::expand_panel(w.format(), scales, quants, &mut want);
+                    assert_eq!(expanded, want, "{isa:?} {ty:?} expansion");
                     let mut want = vec![0.5f32; m * (n + 2)];
                     let mut got = want.clone();
                     for (weight, out) in [
