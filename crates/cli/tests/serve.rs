@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Server, answer, tiny_model};
+use common::{Server, answer, run, tiny_model};
 use serde_json::{Value, json};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -368,4 +368,63 @@ fn api_key_is_required_and_sigterm_shuts_down_gracefully() {
     let (code, v) = client.join().unwrap();
     assert_eq!(code, 200, "{v}");
     check_consistent(&v);
+}
+
+/// `bench serve` on the tiny model: no auction fails or comes back inconsistent, every auction is
+/// bit-identical alone and under load (the native pass is batch-invariant), each phase's forward
+/// passes are counted, and the compute bound it derives is consistent with its own timings.
+#[test]
+fn bench_serve_counts_each_phase_and_bounds_the_ratio() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let (code, out, err) = run(&[
+        "bench",
+        "serve",
+        "--auctions",
+        "6",
+        "--sequential",
+        "3",
+        "-M",
+        "2",
+        "--max-new-tokens",
+        "4",
+        "--json",
+        "--model",
+        model.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let r: Value = serde_json::from_str(out.trim()).unwrap_or_else(|_| panic!("not JSON: {out}"));
+    let peak = r["gemm_peak_gflops"]
+        .as_f64()
+        .expect("the native pass measures its peak");
+    assert!(peak > 0.0, "{r}");
+    for (name, n) in [("concurrent", 6), ("sequential", 3)] {
+        let p = &r[name];
+        assert_eq!(p["auctions"], n, "{name}: {p}");
+        assert_eq!(p["failed"], 0, "{name}: {p}");
+        assert_eq!(p["inconsistent"], 0, "{name}: {p}");
+        let gflop = p["gflop"].as_f64().unwrap();
+        assert!(gflop > 0.0, "{name}: no forward pass counted: {p}");
+        let at_peak = p["seconds_at_peak"].as_f64().unwrap();
+        assert!(
+            (at_peak - gflop / peak).abs() <= 1e-9 * at_peak,
+            "{name}: {at_peak} s at the peak for {gflop} GFLOP at {peak} GFLOP/s"
+        );
+        // No phase can beat the machine's measured peak.
+        assert!(p["seconds"].as_f64().unwrap() > at_peak, "{name}: {p}");
+    }
+    // The concurrent phase ran twice as many auctions as the sequential one (the same queries
+    // and seeds), so it did more work; how much more depends on what the prefix cache kept.
+    let (c, s) = (
+        r["concurrent"]["gflop"].as_f64().unwrap(),
+        r["sequential"]["gflop"].as_f64().unwrap(),
+    );
+    assert!(c > s, "concurrent {c} GFLOP, sequential {s}");
+    let ratio = r["throughput_ratio"].as_f64().unwrap();
+    let bound = r["throughput_ratio_at_bound"].as_f64().unwrap();
+    assert!(
+        ratio > 0.0 && bound > ratio,
+        "ratio {ratio}, at the bound {bound}"
+    );
+    assert_eq!(r["identical_alone_and_concurrent"], 3, "{r}");
 }

@@ -54,6 +54,10 @@ struct Phase {
     auctions_per_minute: f64,
     latency_p50_s: f64,
     latency_p99_s: f64,
+    /// Useful work of the phase's forward passes, in GFLOP (`Llama::flops`).
+    gflop: f64,
+    /// That work at the GEMM peak measured before the runs (native CPU pass only).
+    seconds_at_peak: Option<f64>,
 }
 
 fn body(k: usize, m: usize, tokens: usize) -> String {
@@ -147,7 +151,7 @@ fn outcome(r: &Value) -> Value {
     json!({ "reply": r["reply"], "winner": r["winner"], "payments": payments })
 }
 
-fn phase(posted: &[Posted], seconds: f64) -> Phase {
+fn phase(posted: &[Posted], seconds: f64, flops: u64, peak: Option<f64>) -> Phase {
     let results: Vec<(f64, Option<bool>)> = posted
         .iter()
         .map(|(t, r)| (*t, r.as_ref().map(consistent)))
@@ -162,6 +166,8 @@ fn phase(posted: &[Posted], seconds: f64) -> Phase {
         auctions_per_minute: results.len() as f64 * 60.0 / seconds,
         latency_p50_s: percentile(&lat, 0.5),
         latency_p99_s: percentile(&lat, 0.99),
+        gflop: flops as f64 / 1e9,
+        seconds_at_peak: peak.map(|p| flops as f64 / (p * 1e9)),
     }
 }
 
@@ -197,14 +203,20 @@ pub fn bench_serve(args: BenchServeArgs) -> Result<()> {
                 &a.engine,
                 device,
             )?;
-            let app = router(state);
+            let registry = state.registry.get().context("the models did not load")?;
+            let served = registry.served();
+            let flops = || served.iter().map(|m| m.flops()).sum::<u64>();
+            // The kernel's peak, measured before the runs, bounds each phase's time from below.
+            let peak = (!served.is_empty() && served.iter().all(|m| m.batch_invariant()))
+                .then(llm_auction_model::cpu::kernels::measured_peak_gflops);
+            let app = router(state.clone());
             let server = rt.spawn(async move { axum::serve(started.listener, app).await });
             let url = format!("http://{addr}/v1/mosaic");
             let limit = Duration::from_secs_f64(a.time_limit_s);
             let bodies: Vec<String> = (0..a.auctions)
                 .map(|k| body(k, a.m, a.max_new_tokens))
                 .collect();
-            let t = Instant::now();
+            let (f, t) = (flops(), Instant::now());
             let posted: Vec<Posted> = std::thread::scope(|s| {
                 let hs: Vec<_> = bodies
                     .iter()
@@ -214,14 +226,14 @@ pub fn bench_serve(args: BenchServeArgs) -> Result<()> {
                     .map(|h| h.join().unwrap_or((f64::NAN, None)))
                     .collect()
             });
-            let concurrent = phase(&posted, t.elapsed().as_secs_f64());
-            let t = Instant::now();
+            let concurrent = phase(&posted, t.elapsed().as_secs_f64(), flops() - f, peak);
+            let (f, t) = (flops(), Instant::now());
             let left = |t: &Instant| limit.saturating_sub(t.elapsed());
             let alone: Vec<Posted> = bodies[..a.sequential]
                 .iter()
                 .map(|b| post(&url, b, left(&t).max(Duration::from_secs(1))))
                 .collect();
-            let sequential = phase(&alone, t.elapsed().as_secs_f64());
+            let sequential = phase(&alone, t.elapsed().as_secs_f64(), flops() - f, peak);
             // The same seed alone and beside 99 other auctions: rows batched with others may
             // differ in the last bits of f32, which can move a payment's last digits or a draw.
             let identical = posted
@@ -234,6 +246,10 @@ pub fn bench_serve(args: BenchServeArgs) -> Result<()> {
                 .count();
             server.abort();
             let ratio = concurrent.auctions_per_minute / sequential.auctions_per_minute;
+            // The most batching could give: the concurrent work done at the GEMM peak.
+            let ratio_at_bound = concurrent
+                .seconds_at_peak
+                .map(|b| concurrent.auctions as f64 * 60.0 / b / sequential.auctions_per_minute);
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
             if a.json {
                 outln!(
@@ -241,7 +257,9 @@ pub fn bench_serve(args: BenchServeArgs) -> Result<()> {
                     json!({
                         "m": a.m, "max_new_tokens": a.max_new_tokens, "threads": threads,
                         "concurrent": concurrent, "sequential": sequential,
-                        "throughput_ratio": ratio, "identical_alone_and_concurrent": identical,
+                        "throughput_ratio": ratio, "gemm_peak_gflops": peak,
+                        "throughput_ratio_at_bound": ratio_at_bound,
+                        "identical_alone_and_concurrent": identical,
                     })
                 );
             } else {
@@ -263,7 +281,24 @@ pub fn bench_serve(args: BenchServeArgs) -> Result<()> {
                         p.inconsistent
                     );
                 }
+                for (name, p) in [("concurrent", &concurrent), ("sequential", &sequential)] {
+                    match (peak, p.seconds_at_peak) {
+                        (Some(peak), Some(b)) => outln!(
+                            "{name:<11} {:.0} GFLOP of forward passes; at the measured GEMM peak \
+                             of {peak:.1} GFLOP/s that is {b:.1} s, the phase took {:.2}x that",
+                            p.gflop,
+                            p.seconds / b
+                        ),
+                        _ => outln!("{name:<11} {:.0} GFLOP of forward passes", p.gflop),
+                    }
+                }
                 outln!("throughput ratio (concurrent / sequential): {ratio:.2}x");
+                if let Some(r) = ratio_at_bound {
+                    outln!(
+                        "the concurrent work at the GEMM peak would be {r:.2}x the sequential rate \
+                         (the most batching across auctions can give here)"
+                    );
+                }
                 outln!(
                     "reply, winner and payments bit-identical alone and under load: {identical} of {}",
                     a.sequential

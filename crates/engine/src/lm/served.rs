@@ -20,6 +20,9 @@ use std::sync::Arc;
 pub struct ServedModel {
     text: Box<dyn LanguageModel>,
     thread: EngineThread,
+    /// The model's useful floating-point operations so far (`Llama::flops`).
+    flops: Box<dyn Fn() -> u64 + Send + Sync>,
+    batch_invariant: bool,
 }
 
 impl ServedModel {
@@ -36,6 +39,9 @@ impl ServedModel {
         Model<B>: Send + Sync,
     {
         let text = Box::new(EngineModel::new(name, model.clone(), cfg));
+        let batch_invariant = model.llama.batch_invariant();
+        let counted = model.clone();
+        let flops = Box::new(move || counted.llama.flops());
         let thread = EngineThread::start(name, move |inbox, ready| {
             match Engine::new(BurnRunner::new(&model.llama), cfg) {
                 Ok(engine) => {
@@ -45,7 +51,24 @@ impl ServedModel {
                 Err(e) => ready(Err(e)),
             }
         })?;
-        Ok(Self { text, thread })
+        Ok(Self {
+            text,
+            thread,
+            flops,
+            batch_invariant,
+        })
+    }
+
+    /// Floating-point operations of the useful work of the model's forward passes so far, as
+    /// `Llama::flops` counts them (benchmarks divide by the measured GEMM peak for a time bound).
+    pub fn flops(&self) -> u64 {
+        (self.flops)()
+    }
+
+    /// Whether the model runs the native CPU pass (`Llama::batch_invariant`), whose GEMM peak
+    /// `llm_auction_model::cpu::kernels::measured_peak_gflops` measures.
+    pub fn batch_invariant(&self) -> bool {
+        self.batch_invariant
     }
 
     /// The engine's live figures.
