@@ -228,6 +228,18 @@ pub struct BenchEngineArgs {
     model: ModelArgs,
 }
 
+/// The GEMM peak in GFLOP/s, measured now, when the models run the native CPU pass (`native`: the
+/// pass whose kernel `measured_peak_gflops` measures); `None` on the other passes. Measured before
+/// a benchmark's runs, it bounds each run's time from below.
+pub(crate) fn gemm_peak_gflops(native: bool) -> Option<f64> {
+    native.then(llm_auction_model::cpu::kernels::measured_peak_gflops)
+}
+
+/// Seconds that `flops` useful operations (`Llama::flops`) take at `peak` GFLOP/s.
+pub(crate) fn seconds_at_peak(flops: u64, peak: Option<f64>) -> Option<f64> {
+    peak.map(|p| flops as f64 / (p * 1e9))
+}
+
 /// Runs `bench engine`: the same MOSAIC auction through the scheduler and naively.
 pub fn bench_engine(args: BenchEngineArgs, quiet: bool) -> Result<()> {
     struct Cmd(BenchEngineArgs, bool);
@@ -241,11 +253,7 @@ pub fn bench_engine(args: BenchEngineArgs, quiet: bool) -> Result<()> {
             let Cmd(a, quiet) = self;
             let model = std::sync::Arc::new(load_model::<B>(&a.model, device, quiet)?);
             let counted = model.clone();
-            // The kernel's peak, measured before the runs (CPU native pass only).
-            let peak = counted
-                .llama
-                .batch_invariant()
-                .then(llm_auction_model::cpu::kernels::measured_peak_gflops);
+            let peak = gemm_peak_gflops(counted.llama.batch_invariant());
             let scheduled = EngineModel::new(DEFAULT_ENTRY, model.clone(), a.engine.config());
             let naive = NaiveModel::new(DEFAULT_ENTRY, model);
             let remote = match &a.remote {
@@ -292,7 +300,7 @@ pub fn bench_engine(args: BenchEngineArgs, quiet: bool) -> Result<()> {
             let flops_before = counted.llama.flops();
             let (t_sched, sched) = run(&scheduled)?;
             let flops = counted.llama.flops() - flops_before;
-            let bound = peak.map(|p| flops as f64 / (p * 1e9));
+            let bound = seconds_at_peak(flops, peak);
             let (t_naive, naive) = run(other)?;
             let same = sched
                 .candidates

@@ -167,7 +167,7 @@ fn phase(posted: &[Posted], seconds: f64, flops: u64, peak: Option<f64>) -> Phas
         latency_p50_s: percentile(&lat, 0.5),
         latency_p99_s: percentile(&lat, 0.99),
         gflop: flops as f64 / 1e9,
-        seconds_at_peak: peak.map(|p| flops as f64 / (p * 1e9)),
+        seconds_at_peak: crate::bench::seconds_at_peak(flops, peak),
     }
 }
 
@@ -206,9 +206,9 @@ pub fn bench_serve(args: BenchServeArgs) -> Result<()> {
             let registry = state.registry.get().context("the models did not load")?;
             let served = registry.served();
             let flops = || served.iter().map(|m| m.flops()).sum::<u64>();
-            // The kernel's peak, measured before the runs, bounds each phase's time from below.
-            let peak = (!served.is_empty() && served.iter().all(|m| m.batch_invariant()))
-                .then(llm_auction_model::cpu::kernels::measured_peak_gflops);
+            let peak = crate::bench::gemm_peak_gflops(
+                !served.is_empty() && served.iter().all(|m| m.batch_invariant()),
+            );
             let app = router(state.clone());
             let server = rt.spawn(async move { axum::serve(started.listener, app).await });
             let url = format!("http://{addr}/v1/mosaic");
